@@ -1,0 +1,29 @@
+# `make demo` and `make test` both create .venv when it is missing and install the project.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.hwloop-installed
+
+.PHONY: demo test install bench clean
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# lava-nc 0.10.0 declares Python <3.11 but is pure Python: install it alone first.
+	$(PIP) install -q --no-deps --ignore-requires-python -c constraints.txt lava-nc==0.10.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/hwloop train --task cue --neuron brf --learner hypr --lambda 10 --epochs 30 --seed 0 --out runs/demo --overwrite
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.hypr_scaling
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
