@@ -1,0 +1,123 @@
+"""The contract every neuron model implements (hypr.md §2).
+
+A model is a dataclass of fixed hyperparameters. Trainable per-neuron parameters live outside
+it, in a ``dict[name, Tensor (N,)]`` owned by the layer; the model turns them into step
+coefficients (``coefficients``), which the pure ``step`` and ``jacobians`` functions use.
+
+Shapes: ``...`` is any leading shape — (B,) for one step, (B, λ) for a whole subsequence.
+The reduced state s has d entries, held as a tuple of d tensors of shape (..., N); the spike
+z (..., N) is kept apart from it. ``step`` reads the previous spike z_{t-1}, which HYPR treats
+as a constant input (§2.7).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+State = tuple[Tensor, ...]
+Params = dict[str, Tensor]
+Coefficients = dict[str, Tensor]
+
+
+@dataclass
+class StepJacobians:
+    """Per-step derivatives of one neuron, evaluated at (I_t, s_{t-1}, z_{t-1}).
+
+    Attributes:
+        A: (..., N, d, d) ∂s_t/∂s_{t-1} with z_{t-1} held constant; A[..., i, j] = ∂s_i/∂s_j.
+        c: (..., N, d) ∂s_t/∂I_t.
+        K: (..., N, d, n_p) ∂s_t/∂p for each raw parameter p, in ``param_names`` order.
+        dz_ds: (..., N, d) the spike's derivative w.r.t. the new state s_t used to turn
+            dL/dz_t into dL/ds_t (hand-written per model, §2).
+    """
+
+    A: Tensor
+    c: Tensor
+    K: Tensor
+    dz_ds: Tensor
+
+
+@dataclass
+class NeuronModel(ABC):
+    """Hyperparameters of a neuron model plus its pure step and Jacobian functions."""
+
+    name: ClassVar[str]
+    state_names: ClassVar[tuple[str, ...]]
+    param_names: ClassVar[tuple[str, ...]]
+    spiking: ClassVar[bool] = True
+
+    @property
+    def state_size(self) -> int:
+        """d, the number of reduced state entries."""
+        return len(self.state_names)
+
+    def options(self) -> dict[str, Any]:
+        """The hyperparameters as a plain dict (for configs and run files)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @abstractmethod
+    def init_params(
+        self, size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32
+    ) -> Params:
+        """Draw the raw trainable parameters, each of shape (size,)."""
+
+    @abstractmethod
+    def coefficients(self, params: Params) -> Coefficients:
+        """Differentiable step coefficients (decay factors, ...) from the raw parameters."""
+
+    @abstractmethod
+    def step(
+        self, current: Tensor, state: State, spike: Tensor, coeffs: Coefficients
+    ) -> tuple[State, Tensor]:
+        """One time step: (I_t, s_{t-1}, z_{t-1}) -> (s_t, z_t). All tensors (..., N)."""
+
+    @abstractmethod
+    def jacobians(
+        self, current: Tensor, state: State, spike: Tensor, coeffs: Coefficients
+    ) -> StepJacobians:
+        """Closed-form Jacobians of ``step`` at (I_t, s_{t-1}, z_{t-1}); see StepJacobians."""
+
+    def constrain_(self, params: Params) -> None:
+        """Project the raw parameters onto their allowed set, in place (after optimizer steps)."""
+
+    def initial_state(self, shape: tuple[int, ...], like: Tensor) -> tuple[State, Tensor]:
+        """All-zero state and spike of ``shape`` (..., N), dtype and device taken from ``like``."""
+        zeros = like.new_zeros(shape)
+        return tuple(zeros.clone() for _ in self.state_names), zeros.clone()
+
+
+def uniform(
+    size: int, low: float, high: float, generator: torch.Generator, dtype: torch.dtype
+) -> Tensor:
+    """(size,) samples of U(low, high), drawn in float64 so float32/float64 runs agree."""
+    sample = torch.rand(size, generator=generator, dtype=torch.float64)
+    return (low + (high - low) * sample).to(dtype)
+
+
+def normal(
+    size: int, mean: float, std: float, generator: torch.Generator, dtype: torch.dtype
+) -> Tensor:
+    """(size,) samples of N(mean, std²), drawn in float64."""
+    sample = torch.randn(size, generator=generator, dtype=torch.float64)
+    return (mean + std * sample).to(dtype)
+
+
+def stack_matrix(rows: list[list[Tensor | float]], like: Tensor) -> Tensor:
+    """Stack a d×d nested list of (..., N) tensors or scalars into (..., N, d, d)."""
+    return torch.stack([stack_vector(row, like) for row in rows], dim=-2)
+
+
+def stack_vector(entries: list[Tensor | float], like: Tensor) -> Tensor:
+    """Stack d (..., N) tensors or scalars into (..., N, d)."""
+    return torch.stack([_full(entry, like) for entry in entries], dim=-1)
+
+
+def _full(entry: Tensor | float, like: Tensor) -> Tensor:
+    if isinstance(entry, Tensor):
+        return entry.expand_as(like) if entry.shape != like.shape else entry
+    return torch.full_like(like, float(entry))

@@ -1,0 +1,149 @@
+"""Each neuron model's closed-form Jacobians equal autograd's (hypr.md §2.7, §9.1)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import jvp
+
+from hwloop.errors import UserError
+from hwloop.neurons import ALIF, BRF, LI, LIF, AdLIF, NeuronModel, make_neuron
+from hwloop.neurons.surrogates import SURROGATES, double_gaussian, spike
+
+MODELS: dict[str, NeuronModel] = {
+    "lif": LIF(),
+    "alif": ALIF(),
+    "adlif": AdLIF(),
+    "brf_euler": BRF(),
+    "brf_exponential": BRF(
+        use_exponential=True, exponential_omega=True, exponential_b=True, surrogate="slayer_wide",
+        omega_range=(0.01, 10.0), b_range=(1e-9, 1e-4),
+    ),
+    "brf_abs_slayer": BRF(surrogate="slayer", omega_range=(-10.0, 10.0), b_range=(-3.0, 3.0)),
+    "li": LI(),
+    "li_interpolated": LI(interpolation=True, tau_range=(5.0, 25.0)),
+}
+
+B, N = 5, 11
+
+
+def random_point(model: NeuronModel, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    params = model.init_params(N, gen, torch.float64)
+    state = tuple(torch.randn(B, N, generator=gen, dtype=torch.float64) for _ in model.state_names)
+    # potentials near the threshold so that surrogates and spikes are exercised
+    state = (1.0 + 0.5 * state[0],) + state[1:]
+    spike_prev = (torch.rand(B, N, generator=gen, dtype=torch.float64) < 0.4).double()
+    current = 3.0 * torch.randn(B, N, generator=gen, dtype=torch.float64)
+    return params, state, spike_prev, current
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_jacobians_equal_autograd(name: str, seed: int) -> None:
+    model = MODELS[name]
+    params, state, spike_prev, current = random_point(model, seed)
+    jac = model.jacobians(current, state, spike_prev, model.coefficients(params))
+    d = model.state_size
+
+    def new_state(current_, state_, params_):
+        return model.step(current_, state_, spike_prev, model.coefficients(params_))[0]
+
+    zeros_state = tuple(torch.zeros_like(s) for s in state)
+    zeros_params = {k: torch.zeros_like(v) for k, v in params.items()}
+    for j in range(d):
+        tangent = tuple(torch.ones_like(s) if i == j else s * 0 for i, s in enumerate(state))
+        _, column = jvp(new_state, (current, state, params), (current * 0, tangent, zeros_params))
+        for i in range(d):
+            torch.testing.assert_close(jac.A[..., i, j], column[i], rtol=1e-12, atol=1e-12)
+    _, column = jvp(
+        new_state, (current, state, params), (torch.ones_like(current), zeros_state, zeros_params)
+    )
+    for i in range(d):
+        torch.testing.assert_close(jac.c[..., i], column[i], rtol=1e-12, atol=1e-12)
+    for p, pname in enumerate(model.param_names):
+        tangent_params = {k: torch.ones_like(v) if k == pname else v * 0 for k, v in params.items()}
+        _, column = jvp(
+            new_state, (current, state, params), (current * 0, zeros_state, tangent_params)
+        )
+        for i in range(d):
+            torch.testing.assert_close(jac.K[..., i, p], column[i], rtol=1e-12, atol=1e-12)
+    assert jac.A.shape == (B, N, d, d)
+    assert jac.K.shape == (B, N, d, len(model.param_names))
+
+
+@pytest.mark.parametrize("name", ["lif", "alif", "adlif", "brf_euler", "brf_exponential"])
+def test_spike_derivative_is_dz_ds_where_it_is_exact(name: str) -> None:
+    """For models whose spike reads only the new state, dz/ds is the true derivative of z_t."""
+    model = MODELS[name]
+    params, state, spike_prev, current = random_point(model, 3)
+    coeffs = model.coefficients(params)
+    jac = model.jacobians(current, state, spike_prev, coeffs)
+    # d z_t / d I_t by autograd equals dz_ds · c for every model except BRF, whose hand-written
+    # dz_ds puts -psi on the new q although z_t reads q_{t-1} (hypr.md §2.2).
+    _, dz = jvp(
+        lambda i: model.step(i, state, spike_prev, coeffs)[1], (current,), (torch.ones_like(current),)
+    )
+    via_state = (jac.dz_ds * jac.c).sum(-1)
+    if name.startswith("brf"):
+        torch.testing.assert_close(dz, jac.dz_ds[..., 0] * jac.c[..., 0])
+    else:
+        torch.testing.assert_close(dz, via_state)
+
+
+def test_steps_match_spec_equations_by_hand() -> None:
+    """A few hand-computed values pin the equations (signs, which spike is used where)."""
+    one = torch.ones(1, 1, dtype=torch.float64)
+    lif = LIF(tau_u_range=(10.0, 10.0))
+    alpha = torch.exp(torch.tensor(-0.1, dtype=torch.float64))
+    (u,), z = lif.step(2.0 * one, (0.5 * one,), one, lif.coefficients({"tau_u": 0.3 * one[0]}))
+    torch.testing.assert_close(u, (1 - alpha) * 2.0 * one)  # reset by the previous spike
+    assert z.item() == 0.0  # u = 0.19 < ϑ
+    alif = ALIF(beta_a=1.0, b_j0=0.5)
+    coeffs = {"alpha": 0.5 * one, "rho": 0.5 * one, "dalpha": one, "drho": one}
+    (u, a), z = alif.step(1.0 * one, (0.2 * one, 0.4 * one), one, coeffs)
+    # a = 0.5·0.4 + 0.5·1 = 0.7; A = 0.5 + 0.7 = 1.2; u = 0.1 + 0.5 − 1.2 = −0.6
+    torch.testing.assert_close(a, 0.7 * one)
+    torch.testing.assert_close(u, -0.6 * one)
+    assert z.item() == 0.0
+    brf = BRF(dt=0.1)
+    params = {"omega": torch.tensor([2.0], dtype=torch.float64), "b_offset": torch.tensor([1.0])}
+    (u, v, q), z = brf.step(10.0 * one, (one, 0 * one, 0 * one), 0 * one, brf.coefficients(params))
+    p = (-1 + (1 - 0.04) ** 0.5) / 0.1
+    torch.testing.assert_close(u, one + 0.1 * ((p - 1.0) * 1.0 + 10.0))
+    torch.testing.assert_close(v, 0.1 * 2.0 * one)
+    torch.testing.assert_close(q, z)
+
+
+def test_surrogate_peaks() -> None:
+    zero = torch.zeros(1, dtype=torch.float64)
+    assert SURROGATES["slayer"](zero).item() == pytest.approx(1.0)
+    assert SURROGATES["slayer_wide"](zero).item() == pytest.approx(0.2)
+    assert double_gaussian(zero).item() == pytest.approx(0.43884, abs=1e-5)
+    x = torch.tensor([0.0, 1e-9, -1e-9], requires_grad=True)
+    assert spike(x, double_gaussian).tolist() == [0.0, 1.0, 0.0]  # H(0) = 0
+
+
+def test_constraints() -> None:
+    adlif = AdLIF()
+    params = {k: torch.tensor([-1.0, 0.5, 2.0]) for k in adlif.param_names}
+    adlif.constrain_(params)
+    assert params["tau_u"].tolist() == [0.0, 0.5, 1.0]
+    assert params["b"].tolist() == [0.0, 0.5, 1.0]
+    alif = ALIF()
+    params = {"tau_u": torch.tensor([5.0, 50.0]), "tau_a": torch.tensor([50.0, 500.0])}
+    alif.constrain_(params)
+    assert params["tau_u"].tolist() == [10.0, 50.0]
+    assert params["tau_a"].tolist() == [100.0, 500.0]
+
+
+def test_make_neuron_errors() -> None:
+    assert isinstance(make_neuron("brf", {"dt": 0.02, "omega_range": [1, 2]}), BRF)
+    with pytest.raises(UserError, match="unknown neuron 'foo'"):
+        make_neuron("foo", {})
+    with pytest.raises(UserError, match="unknown option 'nope'"):
+        make_neuron("lif", {"nope": 1})
+    with pytest.raises(UserError, match="'thr' must be float"):
+        make_neuron("lif", {"thr": "high"})
+    with pytest.raises(UserError, match="unknown surrogate"):
+        make_neuron("brf", {"surrogate": "magic"})
