@@ -1,0 +1,83 @@
+"""Losses and prediction modes over readout potentials u (B, T, K) (hypr.md §4).
+
+The mask m_t is 0 for steps t < ignore_first and 1 after; n_valid = T − ignore_first.
+
+* ``per_step_ce``: L = (1/n_valid)·Σ_t m_t·(1/B)·Σ_b CE(u_bt, y_b). HYPR and e-prop always use it.
+* ``sum_of_softmax``: L = (1/B)·Σ_b CE(Σ_t m_t·softmax(u_bt), y_b) (softmax applied again).
+* ``last_step_ce``: L = (1/B)·Σ_b CE(u_bT, y_b) (mask not used).
+
+Predictions: ``mean_over_sequence`` argmax Σ_t m_t·u_t; ``sum_of_softmax`` argmax Σ_t m_t·softmax(u_t);
+``last_step`` argmax u_T. All are accumulated window by window, so long sequences never need
+all T outputs at once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOSSES = ("per_step_ce", "sum_of_softmax", "last_step_ce")
+PREDICTIONS = ("mean_over_sequence", "sum_of_softmax", "last_step")
+
+
+def sequence_loss(name: str, outputs: Tensor, labels: Tensor, ignore_first: int) -> Tensor:
+    """The loss ``name`` of outputs (B, T, K) for labels (B,); differentiable."""
+    valid = outputs[:, ignore_first:]
+    if name == "per_step_ce":
+        steps = valid.shape[1]
+        return F.cross_entropy(valid.reshape(-1, valid.shape[-1]), labels.repeat_interleave(steps))
+    if name == "sum_of_softmax":
+        return F.cross_entropy(torch.softmax(valid, -1).sum(1), labels)
+    if name == "last_step_ce":
+        return F.cross_entropy(outputs[:, -1], labels)
+    raise ValueError(f"unknown loss {name!r} (choose from: {', '.join(LOSSES)})")
+
+
+def per_step_ce_window(
+    outputs: Tensor, labels: Tensor, start: int, ignore_first: int
+) -> tuple[Tensor, Tensor]:
+    """Per-step cross-entropy of one window of outputs (B, λ, K) starting at step ``start``.
+
+    Returns (Σ_τ m_τ·mean_b CE, its derivative w.r.t. outputs (B, λ, K)); both still to be
+    divided by n_valid by the caller, once, after all windows.
+    """
+    skip = min(max(ignore_first - start, 0), outputs.shape[1])
+    valid = outputs[:, skip:]
+    batch = outputs.shape[0]
+    log_probs = torch.log_softmax(valid, -1)
+    target = F.one_hot(labels, outputs.shape[-1]).to(outputs.dtype)[:, None, :]
+    loss = -(log_probs * target).sum() / batch
+    grad = torch.zeros_like(outputs)
+    grad[:, skip:] = (log_probs.exp() - target) / batch
+    return loss, grad
+
+
+class PredictionAccumulator:
+    """Collects the statistic a prediction mode needs, window by window."""
+
+    def __init__(self, mode: str, ignore_first: int) -> None:
+        if mode not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {mode!r} (choose from: {', '.join(PREDICTIONS)})")
+        self.mode, self.ignore_first = mode, ignore_first
+        self.total: Tensor | None = None
+        self.steps = 0
+
+    def add(self, outputs: Tensor) -> None:
+        """Add a window of outputs (B, λ, K) following the previous ones."""
+        start = self.steps
+        self.steps += outputs.shape[1]
+        if self.mode == "last_step":
+            self.total = outputs[:, -1].detach()
+            return
+        valid = outputs[:, max(self.ignore_first - start, 0) :].detach()
+        if self.mode == "sum_of_softmax":
+            valid = torch.softmax(valid, -1)
+        part = valid.sum(1)
+        self.total = part if self.total is None else self.total + part
+
+    def predictions(self) -> Tensor:
+        """Predicted classes (B,)."""
+        if self.total is None:
+            raise ValueError("no outputs were added")
+        return self.total.argmax(-1)
