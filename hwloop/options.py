@@ -1,0 +1,61 @@
+"""Build option dataclasses from plain values (TOML, ``key=value`` overrides), with one-line
+errors that name the bad key or value."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from typing import Any, Mapping, TypeVar
+
+from hwloop.errors import UserError
+
+OptionsT = TypeVar("OptionsT")
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def build_options(cls: type[OptionsT], values: Mapping[str, Any], what: str) -> OptionsT:
+    """Instantiate the dataclass ``cls`` from ``values``; ``what`` names it in errors.
+
+    Checks every value against the field's annotation (int, float, bool, str, ``X | None``,
+    ``tuple[float, float]``, ``list[int]``); ints are accepted where floats are expected.
+    Errors raised by the dataclass's own checks (ValueError, UserError) are prefixed by ``what``.
+    """
+    hints = typing.get_type_hints(cls)
+    names = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    converted: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in names:
+            raise UserError(f"unknown option {key!r} for {what} (valid: {', '.join(names)})")
+        converted[key] = convert_value(value, hints[key], f"{what}: option {key}={value!r}")
+    try:
+        return cls(**converted)
+    except (ValueError, UserError) as error:
+        raise UserError(f"{what}: {error}") from None
+
+
+def convert_value(value: Any, annotation: Any, context: str) -> Any:
+    """Check ``value`` against ``annotation``; ``context`` starts the error message."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (annotation,) = [arg for arg in args if arg is not type(None)]
+        return convert_value(value, annotation, context)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{context} must be a list")
+        if origin is tuple and args[-1] is not Ellipsis and len(value) != len(args):
+            raise UserError(f"{context} must be a list of {len(args)} values")
+        item_types = args if origin is tuple and args[-1] is not Ellipsis else [args[0]] * len(value)
+        items = [convert_value(v, t, context) for v, t in zip(value, item_types)]
+        return tuple(items) if origin is tuple else items
+    accepted = (int, float) if annotation is float else (annotation,)
+    if (isinstance(value, bool) and annotation is not bool) or not isinstance(value, accepted):
+        raise UserError(
+            f"{context} must be {_TYPE_NAMES.get(annotation, annotation.__name__)}, "
+            f"not {type(value).__name__}"
+        )
+    return float(value) if annotation is float else value
