@@ -44,6 +44,12 @@ def convert_value(value: Any, annotation: Any, context: str) -> Any:
             return None
         (annotation,) = [arg for arg in args if arg is not type(None)]
         return convert_value(value, annotation, context)
+    if annotation is Any:
+        return value
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise UserError(f"{context} must be a table of key = value pairs")
+        return dict(value)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             raise UserError(f"{context} must be a list")

@@ -84,8 +84,23 @@ def test_cue_16k_steps() -> None:
 # digits
 
 
-def test_digits_shapes_values_and_mask() -> None:
+def test_digits_image_presentation_is_the_default() -> None:
     task = make_task("digits", {}, seed=0)
+    assert (task.input_size, task.num_classes, task.num_steps, task.ignore_first) == (64, 10, 10, 5)
+    images = load_digits().images
+    order = task.test.labels.argsort()  # any sample: find it back in the raw data by content
+    first = task.test.inputs[order[0]]
+    assert torch.equal(first[0], first[-1])  # the same image at every step
+    flat = (images.reshape(len(images), 64) / 16).astype(np.float32)
+    assert (np.abs(flat - first[0].numpy()).max(axis=1) == 0).any()
+    spikes = make_task("digits", {"encoding": "spikes", "image_steps": 40}, seed=0)
+    assert spikes.train.inputs.shape[1:] == (40, 64) and spikes.train.inputs.dtype == torch.uint8
+    with pytest.raises(UserError, match="presentation='columns' is not known"):
+        make_task("digits", {"presentation": "columns"}, seed=0)
+
+
+def test_digits_shapes_values_and_mask() -> None:
+    task = make_task("digits", {"presentation": "rows"}, seed=0)
     assert (task.input_size, task.num_classes, task.num_steps, task.ignore_first) == (8, 10, 16, 8)
     assert len(task.train) + len(task.test) == 1797
     assert task.validation is None
@@ -93,14 +108,15 @@ def test_digits_shapes_values_and_mask() -> None:
     assert inputs.dtype == torch.float32 and inputs.shape[1:] == (16, 8)
     assert inputs.min() >= 0.0 and inputs.max() <= 1.0
     assert torch.equal(inputs[:, 0::2], inputs[:, 1::2])  # each row held for 2 steps
-    task = make_task("digits", {"steps_per_row": 3, "gain": 2}, seed=0)
+    task = make_task("digits", {"presentation": "rows", "steps_per_row": 3, "gain": 2}, seed=0)
     assert (task.num_steps, task.ignore_first) == (24, 12)
     assert task.train.inputs.max().item() == 2.0
 
 
 def test_digits_value_encoding_is_row_by_row() -> None:
     images = load_digits().images[:5]
-    encoded = encode_digits(images, DigitsOptions(steps_per_row=2), np.random.default_rng(0))
+    options = DigitsOptions(presentation="rows", steps_per_row=2)
+    encoded = encode_digits(images, options, np.random.default_rng(0))
     assert encoded.shape == (5, 16, 8)
     for row in range(8):
         expected = (images[:, row] / 16).astype(np.float32)
@@ -119,15 +135,16 @@ def test_digits_split_is_stratified() -> None:
 
 
 def test_digits_spike_encoding() -> None:
-    task = make_task("digits", {"encoding": "spikes", "steps_per_row": 20}, seed=0)
-    values = make_task("digits", {"steps_per_row": 20}, seed=0)
+    rows = {"presentation": "rows", "steps_per_row": 20}
+    task = make_task("digits", {"encoding": "spikes", **rows}, seed=0)
+    values = make_task("digits", rows, seed=0)
     spikes = task.train.inputs
     assert spikes.dtype == torch.uint8 and set(spikes.unique().tolist()) <= {0, 1}
     probability = values.train.inputs  # same seed, same split
     assert not spikes[probability == 0].any()
     assert abs(spikes.float().mean().item() - probability.mean().item()) < 0.005
-    again = make_task("digits", {"encoding": "spikes", "steps_per_row": 20}, seed=0)
-    other = make_task("digits", {"encoding": "spikes", "steps_per_row": 20}, seed=1)
+    again = make_task("digits", {"encoding": "spikes", **rows}, seed=0)
+    other = make_task("digits", {"encoding": "spikes", **rows}, seed=1)
     assert torch.equal(spikes, again.train.inputs)
     assert not torch.equal(spikes, other.train.inputs)
     with pytest.raises(UserError, match="gain"):
@@ -342,6 +359,8 @@ def test_ssc_label_range(tmp_path: Path) -> None:
 def test_registry_names_and_options() -> None:
     assert list(TASKS) == ["cue", "digits", "shd", "ssc"]
     assert task_option_names("digits") == [
+        "presentation",
+        "image_steps",
         "steps_per_row",
         "encoding",
         "test_fraction",

@@ -1,8 +1,11 @@
-"""Sequential handwritten digits: scikit-learn's bundled 8x8 digits, presented row by row.
+"""Handwritten digits as sequences: scikit-learn's bundled 8x8 digits.
 
 ``sklearn.datasets.load_digits`` ships inside scikit-learn (1797 images, pixels 0..16,
-10 classes), so this task needs no download. The 8 pixels of image row r are the 8 inputs
-during steps [r * steps_per_row, (r + 1) * steps_per_row), so T = 8 * steps_per_row.
+10 classes), so this task needs no download. Two presentations:
+
+* ``rows``: the 8 pixels of image row r are the 8 inputs during steps
+  [r * steps_per_row, (r + 1) * steps_per_row), so T = 8 * steps_per_row;
+* ``image``: all 64 pixels are the 64 inputs at every one of ``image_steps`` steps.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ IMAGE_SIZE = 8  # rows per image, pixels per row (= inputs per step)
 NUM_CLASSES = 10
 MAX_PIXEL = 16.0
 ENCODINGS = ("value", "spikes")
+PRESENTATIONS = ("rows", "image")
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,9 @@ class DigitsOptions:
     """Options of the ``digits`` task.
 
     Attributes:
+        presentation: "image" (default: 64 inputs, the whole image at every step) or "rows"
+            (8 inputs, row by row).
+        image_steps: T for the "image" presentation (default 10).
         steps_per_row: steps each image row is held for (default 2); T = 8 * steps_per_row.
         encoding: "value" (default): float32 input currents gain * pixel / 16;
             "spikes": uint8 Bernoulli spikes with probability pixel / 16 per step.
@@ -35,6 +42,8 @@ class DigitsOptions:
         gain: factor on the "value" inputs (default 1.0, dimensionless).
     """
 
+    presentation: str = "image"
+    image_steps: int = 10
     steps_per_row: int = 2
     encoding: str = "value"
     test_fraction: float = 0.2
@@ -42,6 +51,13 @@ class DigitsOptions:
     gain: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.presentation not in PRESENTATIONS:
+            raise UserError(
+                f"presentation={self.presentation!r} is not known "
+                f"(choose from: {', '.join(PRESENTATIONS)})"
+            )
+        if self.image_steps < 1:
+            raise UserError(f"image_steps={self.image_steps} must be >= 1")
         if self.steps_per_row < 1:
             raise UserError(f"steps_per_row={self.steps_per_row} must be >= 1")
         if self.encoding not in ENCODINGS:
@@ -62,7 +78,14 @@ class DigitsOptions:
     @property
     def num_steps(self) -> int:
         """T, the sequence length in steps."""
+        if self.presentation == "image":
+            return self.image_steps
         return IMAGE_SIZE * self.steps_per_row
+
+    @property
+    def input_size(self) -> int:
+        """M, inputs per step."""
+        return IMAGE_SIZE * IMAGE_SIZE if self.presentation == "image" else IMAGE_SIZE
 
 
 def stratified_split(
@@ -88,11 +111,17 @@ def stratified_split(
 def encode_digits(
     images: np.ndarray, options: DigitsOptions, rng: np.random.Generator
 ) -> np.ndarray:
-    """Turn (S, 8, 8) pixel images (0..16) into (S, T, 8) sequences, row by row.
+    """Turn (S, 8, 8) pixel images (0..16) into (S, T, M) sequences (see the module doc).
 
     Returns float32 ``gain * pixel / 16`` for "value", uint8 spikes for "spikes".
     """
     probability = images / MAX_PIXEL
+    if options.presentation == "image":
+        flat = probability.reshape(len(images), 1, IMAGE_SIZE * IMAGE_SIZE)
+        if options.encoding == "value":
+            return np.repeat((options.gain * flat).astype(np.float32), options.image_steps, 1)
+        draws = rng.random((len(images), options.image_steps, IMAGE_SIZE * IMAGE_SIZE))
+        return (draws < flat).astype(np.uint8)
     steps = options.steps_per_row
     if options.encoding == "value":
         values = (options.gain * probability).astype(np.float32)
@@ -123,12 +152,12 @@ def build_digits_task(options: DigitsOptions, seed: int) -> Task:
     ignore_first = num_steps // 2 if options.ignore_first is None else options.ignore_first
     return Task(
         name="digits",
-        input_size=IMAGE_SIZE,
+        input_size=options.input_size,
         num_classes=NUM_CLASSES,
         num_steps=num_steps,
         ignore_first=ignore_first,
         train=SequenceDataset.from_numpy(inputs, labels, train),
         test=SequenceDataset.from_numpy(inputs, labels, test),
         validation=None,
-        description=f"digits: T={num_steps}, {IMAGE_SIZE} inputs, {NUM_CLASSES} classes",
+        description=f"digits: T={num_steps}, {options.input_size} inputs, {NUM_CLASSES} classes",
     )
