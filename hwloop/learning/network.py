@@ -29,11 +29,13 @@ RECURRENCE_MODES = ("none", "full", "self")
 
 @dataclass
 class LayerRun:
-    """What one layer did over a window of λ steps; all tensors (B, λ, N).
+    """What one layer did over a window of λ steps.
 
-    ``states_before`` and ``spikes_before`` hold s_{τ-1} and z_{τ-1} for τ = 1..λ (the values each
-    step started from); ``currents`` the input currents I_τ; ``spikes`` z_τ (the output u_τ for
-    the readout). ``final_state``/``final_spike`` are s_λ, z_λ, shaped (B, N).
+    ``spikes`` (B, λ, N) holds z_τ (the output u_τ for the readout), batch-major like the
+    layer's inputs. The recorded tensors are time-major (λ, B, N), the layout HYPR's P-stage
+    works in: ``currents`` the input currents I_τ, ``states_before`` and ``spikes_before`` s_{τ-1}
+    and z_{τ-1} for τ = 1..λ (the values each step started from). ``final_state`` and
+    ``final_spike`` are s_λ, z_λ, shaped (B, N).
     """
 
     currents: Tensor
@@ -118,11 +120,11 @@ class Layer(nn.Module):
         """Run λ steps from (state, spike). Without ``record`` only spikes and the final state
         are kept (the other LayerRun fields are then empty tensors)."""
         feedforward = self.feedforward_current(inputs, skip_inputs)
-        steps = feedforward.shape[1]
         spikes, currents, spikes_before = [], [], []
         states_before: list[list[Tensor]] = [[] for _ in state]
-        for t in range(steps):
-            current = feedforward[:, t]
+        # unbind once: indexing step by step would make autograd build a full-size gradient
+        # per step (O(T²) work in BPTT)
+        for current in feedforward.unbind(1):
             recurrent = self.recurrent_current(spike)
             if recurrent is not None:
                 current = current + recurrent
@@ -135,9 +137,9 @@ class Layer(nn.Module):
             spikes.append(spike)
         empty = feedforward.new_empty(0)
         return LayerRun(
-            currents=torch.stack(currents, 1) if record else empty,
-            states_before=tuple(torch.stack(s, 1) for s in states_before) if record else (),
-            spikes_before=torch.stack(spikes_before, 1) if record else empty,
+            currents=torch.stack(currents) if record else empty,
+            states_before=tuple(torch.stack(s) for s in states_before) if record else (),
+            spikes_before=torch.stack(spikes_before) if record else empty,
             spikes=torch.stack(spikes, 1),
             final_state=state,
             final_spike=spike,
