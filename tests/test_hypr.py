@@ -122,7 +122,7 @@ def autograd_oracle_gradients(
             state, spike = layer.model.step(current, state, spike_prev, coeffs)
             upward.append(
                 spike.detach()
-                + sum(dz_ds[..., k] * (s - s.detach()) for k, s in enumerate(state))
+                + sum(dz_ds[k] * (s - s.detach()) for k, s in enumerate(state))
             )
         signals.append(torch.stack(upward, 1))
     readout = network.readout

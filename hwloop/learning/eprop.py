@@ -71,23 +71,25 @@ def eprop_reference_gradients(
                 presynaptic["w_skip"] = outputs_of[skip]
             if layer.recurrence != "none":
                 presynaptic["w_rec"] = rec_pre
-            # eligibility recursion, one tensor per parameter
+            # eligibility recursion, one tensor per parameter; layouts (B, N, P, d) and (B, N, d)
+            A = jac.A.permute(2, 3, 0, 1)  # (B, N, d, d)
+            c = jac.c.permute(1, 2, 0)  # (B, N, d)
             trace = traces[index]
             for name, pre in presynaptic.items():
                 previous = trace.get(name)
                 if name == "w_rec" and layer.recurrence == "self":
-                    fresh = jac.c * pre[..., None]  # (B, N, d)
-                    carried = (jac.A @ previous[..., None]).squeeze(-1) if previous is not None else 0
+                    fresh = c * pre[..., None]
+                    carried = (A @ previous[..., None]).squeeze(-1) if previous is not None else 0
                 else:
-                    fresh = jac.c[:, :, None, :] * pre[:, None, :, None]  # (B, N, P, d)
+                    fresh = c[:, :, None, :] * pre[:, None, :, None]
                     carried = (
-                        torch.einsum("bnij,bnpj->bnpi", jac.A, previous) if previous is not None else 0
+                        torch.einsum("bnij,bnpj->bnpi", A, previous) if previous is not None else 0
                     )
                 trace[name] = carried + fresh
             for k, pname in enumerate(layer.model.param_names):
                 previous = trace.get("params." + pname)
-                carried = (jac.A @ previous[..., None]).squeeze(-1) if previous is not None else 0
-                trace["params." + pname] = carried + jac.K[..., k]
+                carried = (A @ previous[..., None]).squeeze(-1) if previous is not None else 0
+                trace["params." + pname] = carried + jac.K[k].permute(1, 2, 0)
             jacobians.append((jac, dz_ds))
             pre_of.append(presynaptic)
             states[index] = (new_state, spike)
@@ -98,7 +100,7 @@ def eprop_reference_gradients(
         for index in range(len(layers) - 1, -1, -1):
             layer = layers[index]
             jac, dz_ds = jacobians[index]
-            learning = downward[index + 1][..., None] * dz_ds  # (B, N, d)
+            learning = downward[index + 1][..., None] * dz_ds.permute(1, 2, 0)  # (B, N, d)
             prefix = f"hidden.{index}." if index < len(network.hidden) else "readout."
             for name, trace_value in traces[index].items():
                 if trace_value.dim() == 4:  # (B, N, P, d)
@@ -108,7 +110,7 @@ def eprop_reference_gradients(
                 else:  # (B, N, d)
                     grad = (learning * trace_value).sum((0, 2))
                 grads[prefix + name] += grad / valid
-            adjoint = (learning * jac.c).sum(-1)  # (B, N)
+            adjoint = (learning * jac.c.permute(1, 2, 0)).sum(-1)  # (B, N)
             if index > 0:
                 downward[index] = downward.get(index, 0) + adjoint @ layer.w_in
             skip = network.skip_source(index) if index < len(network.hidden) else None

@@ -121,9 +121,10 @@ class HYPREngine:
             signals.append(run.spikes)
         outputs = signals[-1]
         loss_sum, output_grad = loss(outputs, start)
-        # P-stage, top-down: each layer adds its instantaneous signal to its sources' buffers.
+        # P-stage, top-down, time-major (λ, B, ·): each layer adds its instantaneous signal to
+        # its sources' buffers.
         downward: list[Tensor | None] = [None] * (len(layers) + 1)
-        downward[-1] = output_grad
+        downward[-1] = output_grad.transpose(0, 1)
         for index in range(len(layers) - 1, -1, -1):
             layer, run = layers[index], runs[index]
             source = self.network.skip_source(index) if index < hidden_count else None
@@ -162,82 +163,94 @@ class HYPREngine:
         prefix: str,
         keep_eligibility: bool,
     ) -> Tensor:
-        """P-stage of one layer; returns the instantaneous current adjoint l_τ·c_τ (B, λ, N)."""
+        """P-stage of one layer for the signal dL/dz (λ, B, N); returns the instantaneous
+        current adjoint l_τ·c_τ (λ, B, N) for the layers below.
+
+        Layouts: Jacobians A (d, d, λ, B, N), c (d, λ, B, N), K (n_p, d, λ, B, N); q-values
+        (d, λ, B, N); reverse products Φ (d, d, λ, B, N). Per step of the scans every slice is
+        a (B, N) block, so the sequential loops run on few, dense operations.
+        """
         model = layer.model
         official = self.timing == "official" and layer.w_rec is not None
-        rec_pre = run.spikes if official else run.spikes_before
+        rec_pre = run.spikes.transpose(0, 1) if official else run.spikes_before  # (λ, B, N)
         jac = model.jacobians(run.currents, run.states_before, run.spikes_before, coeffs)
         dz_ds = jac.dz_ds
         if official:
-            recurrent = layer.recurrent_current(run.spikes)
+            recurrent = layer.recurrent_current(rec_pre)
             assert recurrent is not None
-            tilde = layer.feedforward_current(inputs, skip_inputs) + recurrent
-            jac = model.jacobians(tilde, run.states_before, run.spikes_before, coeffs)
-        batch, steps, size = run.spikes.shape
+            feedforward = layer.feedforward_current(inputs, skip_inputs).transpose(0, 1)
+            jac = model.jacobians(feedforward + recurrent, run.states_before, run.spikes_before, coeffs)
+        steps, batch, size = signal.shape
         d = model.state_size
-        learning = signal[..., None] * dz_ds  # l_τ (B, λ, N, d)
+        learning = signal * dz_ds  # l_τ (d, λ, B, N)
         A = jac.A
 
-        # Reverse scan of the q-values inside the window.
-        q_values = [learning[:, -1]]
-        for i in range(steps - 2, -1, -1):
-            q_values.append(learning[:, i] + _transpose_times(A[:, i + 1], q_values[-1]))
-        q_values.reverse()
-        q = torch.stack(q_values, 1)  # (B, λ, N, d)
-        q0 = _transpose_times(A[:, 0], q_values[0])  # (B, N, d)
-        adjoint = (q * jac.c).sum(-1)  # dL/dI_τ (B, λ, N)
+        # One reverse sweep over the window: the q-values q_τ = l_τ + A_{τ+1}ᵀ·q_{τ+1} and, when the
+        # eligibility is kept, the products with Φ_τ = A_λ···A_{τ+1} (never stored whole).
+        q = torch.empty_like(learning)
+        q[:, -1] = learning[:, -1]
+        if keep_eligibility:
+            v = torch.empty_like(jac.c)  # Φ_τ·c_τ (d, λ, B, N)
+            v[:, -1] = jac.c[:, -1]
+            e_par = jac.K[:, :, -1].clone()  # Σ_τ Φ_τ·K_τ (n_p, d, B, N)
+            phi = A[:, :, -1]  # Φ_{λ-1}
+        for i in range(steps - 2, -1, -1):  # array index i is step τ = i + 1
+            torch.add(learning[:, i], _transpose_times(A[:, :, i + 1], q[:, i + 1]), out=q[:, i])
+            if keep_eligibility:
+                torch.sum(phi * jac.c[:, i].unsqueeze(0), 1, out=v[:, i])
+                e_par += _matrix_times(phi, jac.K[:, :, i])
+                phi = _matrix_product(phi, A[:, :, i])
+        q0 = _transpose_times(A[:, :, 0], q[:, 0])  # (d, B, N)
+        adjoint = (q * jac.c).sum(0)  # dL/dI_τ (λ, B, N)
 
-        pre = _presynaptic(layer, inputs, skip_inputs, rec_pre)  # (B, λ, P)
+        pre = _presynaptic(layer, inputs, skip_inputs, rec_pre.transpose(0, 1))  # (B, λ, P)
         flat_pre = pre.reshape(batch * steps, -1)
-        g_syn = adjoint.reshape(batch * steps, size).T @ flat_pre
-        g_par = torch.einsum("btni,btnik->nk", q, jac.K)
+        g_syn = adjoint.transpose(0, 1).reshape(batch * steps, size).T @ flat_pre
+        g_par = (jac.K * q).sum((1, 2, 3))  # (n_p, N)
         if trace.e_syn is not None:
-            g_syn += (q0[:, :, None, :] @ trace.e_syn).sum(0).squeeze(1)
+            # contiguous operands keep bmm on its fast path (a permuted view makes it copy per matrix)
+            q0_rows = q0.permute(1, 2, 0).contiguous()[:, :, None, :]  # (B, N, 1, d)
+            g_syn += (q0_rows @ trace.e_syn).sum(0).squeeze(1)
         if trace.e_par is not None:
-            g_par += torch.einsum("bni,bnik->nk", q0, trace.e_par)
+            g_par += (trace.e_par * q0).sum((1, 2))
         self_pre = rec_pre if layer.recurrence == "self" else None
         if self_pre is not None:
             g_self = (adjoint * self_pre).sum((0, 1))
             if trace.e_self is not None:
-                g_self += (q0 * trace.e_self).sum((0, 2))
+                g_self += (q0 * trace.e_self).sum((0, 1))
             _add_grad(grads, prefix + "w_rec", g_self)
         _split_syn_grad(layer, g_syn, grads, prefix)
         for k, name in enumerate(model.param_names):
-            _add_grad(grads, f"{prefix}params.{name}", g_par[:, k])
+            _add_grad(grads, f"{prefix}params.{name}", g_par[k])
 
         if keep_eligibility:
-            phis, phi0 = _reverse_products(A, d)
-            v = (phis @ jac.c[..., None]).squeeze(-1)  # Φ_τ·c_τ (B, λ, N, d)
-            flat_v = v.permute(0, 2, 3, 1).reshape(batch, size * d, steps)
-            e_syn = (flat_v @ pre).view(batch, size, d, -1)
-            e_par = (phis @ jac.K).sum(1)
-            e_self = (v * self_pre[..., None]).sum(1) if self_pre is not None else None
+            phi0 = phi if steps > 1 else A[:, :, 0]
+            flat_v = v.permute(2, 3, 0, 1).reshape(batch, size * d, steps)
+            e_syn = (flat_v @ pre).view(batch, size, d, -1)  # (B, N, d, P)
+            e_self = (v * self_pre).sum(1) if self_pre is not None else None  # (d, B, N)
             if trace.e_syn is not None:
-                e_syn += phi0 @ trace.e_syn
+                e_syn += phi0.permute(2, 3, 0, 1).contiguous() @ trace.e_syn
             if trace.e_par is not None:
-                e_par += phi0 @ trace.e_par
+                e_par += _matrix_times(phi0, trace.e_par)
             if e_self is not None and trace.e_self is not None:
-                e_self += (phi0 @ trace.e_self[..., None]).squeeze(-1)
+                e_self += _matrix_times(phi0, trace.e_self)
             trace.e_syn, trace.e_par, trace.e_self = e_syn, e_par, e_self
-        return (learning * jac.c).sum(-1)
+        return (learning * jac.c).sum(0)
 
 
 def _transpose_times(matrix: Tensor, vector: Tensor) -> Tensor:
-    """Aᵀ·q for A (..., d, d) and q (..., d)."""
-    return (matrix * vector[..., :, None]).sum(-2)
+    """Aᵀ·q for A (d, d, ...) and q (d, ...): (Aᵀq)_k = Σ_j A[j, k]·q[j]."""
+    return (matrix * vector.unsqueeze(1)).sum(0)
 
 
-def _reverse_products(A: Tensor, d: int) -> tuple[Tensor, Tensor]:
-    """Φ_τ = A_λ···A_{τ+1} for τ = 1..λ as (B, λ, N, d, d) (Φ_λ = I), and Φ_0 (B, N, d, d)."""
-    steps = A.shape[1]
-    phi = torch.eye(d, dtype=A.dtype, device=A.device).expand_as(A[:, 0])
-    phis = [phi]
-    for i in range(steps - 1, 0, -1):
-        phi = phi @ A[:, i]
-        phis.append(phi)
-    phi0 = phi @ A[:, 0]
-    phis.reverse()
-    return torch.stack(phis, 1), phi0
+def _matrix_times(matrix: Tensor, other: Tensor) -> Tensor:
+    """M·x for M (d, d, ...) and x (d, ...) or (·, d, ...) (a leading batch of vectors)."""
+    return (matrix * other.unsqueeze(-matrix.dim())).sum(-matrix.dim() + 1)
+
+
+def _matrix_product(left: Tensor, right: Tensor) -> Tensor:
+    """L·R for L, R (d, d, ...): (LR)[i, k] = Σ_j L[i, j]·R[j, k]."""
+    return (left.unsqueeze(2) * right.unsqueeze(0)).sum(1)
 
 
 def _presynaptic(

@@ -98,23 +98,22 @@ class AdLIF(NeuronModel):
         g = gain * a * ((1.0 - z) - u * psi)  # ∂w_t/∂u_t within the step
         k = (u_prev * kept - current + w_prev) * coeffs["dalpha"]
         drive = a * post_reset + b * spike_prev
-        zero = torch.zeros_like(u)
         return StepJacobians(
             A=stack_matrix(
                 [[alpha * kept, -(1.0 - alpha)], [g * alpha * kept, beta - g * (1.0 - alpha)]], u
             ),
             c=stack_vector([1.0 - alpha, g * (1.0 - alpha)], u),
-            K=torch.stack(
+            K=stack_matrix(
                 [
-                    stack_vector([k, g * k], u),
-                    stack_vector([zero, (w_prev - self.adapt_coeff * drive) * coeffs["dbeta"]], u),
-                    stack_vector([zero, gain * post_reset], u),
-                    stack_vector([zero, gain * spike_prev], u),
-                    stack_vector([zero, zero], u),
+                    [k, g * k],
+                    [0.0, (w_prev - self.adapt_coeff * drive) * coeffs["dbeta"]],
+                    [0.0, gain * post_reset],
+                    [0.0, gain * spike_prev],
+                    [0.0, 0.0],
                 ],
-                dim=-1,
+                u,
             ),
-            dz_ds=stack_vector([psi, zero], u),
+            dz_ds=stack_vector([psi, 0.0], u),
         )
 
     def constrain_(self, params: Params) -> None:

@@ -82,12 +82,14 @@ class ALIF(NeuronModel):
         u = alpha * u_prev + (1.0 - alpha) * current - threshold * spike_prev
         psi = _PSI(u - threshold)
         kappa = (a_prev - spike_prev) * coeffs["drho"]
-        k_tau_u = stack_vector([(u_prev - current) * coeffs["dalpha"], 0.0], u)
-        k_tau_a = stack_vector([-self.beta_a * spike_prev * kappa, kappa], u)
+
         return StepJacobians(
             A=stack_matrix([[alpha, -self.beta_a * rho * spike_prev], [0.0, rho]], u),
             c=stack_vector([1.0 - alpha, 0.0], u),
-            K=torch.stack([k_tau_u, k_tau_a], dim=-1),
+            K=stack_matrix(
+                [[(u_prev - current) * coeffs["dalpha"], 0.0], [-self.beta_a * spike_prev * kappa, kappa]],
+                u,
+            ),
             dz_ds=stack_vector([psi, -self.beta_a * psi], u),
         )
 

@@ -28,11 +28,14 @@ Coefficients = dict[str, Tensor]
 class StepJacobians:
     """Per-step derivatives of one neuron, evaluated at (I_t, s_{t-1}, z_{t-1}).
 
+    Matrix indices come first, so that ``A[i, j]`` is a contiguous (..., N) tensor (HYPR's scans
+    run on these layouts without copies).
+
     Attributes:
-        A: (..., N, d, d) ∂s_t/∂s_{t-1} with z_{t-1} held constant; A[..., i, j] = ∂s_i/∂s_j.
-        c: (..., N, d) ∂s_t/∂I_t.
-        K: (..., N, d, n_p) ∂s_t/∂p for each raw parameter p, in ``param_names`` order.
-        dz_ds: (..., N, d) the spike's derivative w.r.t. the new state s_t used to turn
+        A: (d, d, ..., N) ∂s_t/∂s_{t-1} with z_{t-1} held constant; A[i, j] = ∂s_i/∂s_j.
+        c: (d, ..., N) ∂s_t/∂I_t.
+        K: (n_p, d, ..., N) K[k, i] = ∂s_i/∂p_k for each raw parameter p_k (``param_names``).
+        dz_ds: (d, ..., N) the spike's derivative w.r.t. the new state s_t used to turn
             dL/dz_t into dL/ds_t (hand-written per model, §2).
     """
 
@@ -108,13 +111,16 @@ def normal(
 
 
 def stack_matrix(rows: list[list[Tensor | float]], like: Tensor) -> Tensor:
-    """Stack a d×d nested list of (..., N) tensors or scalars into (..., N, d, d)."""
-    return torch.stack([stack_vector(row, like) for row in rows], dim=-2)
+    """Stack a nested list (a × b) of (..., N) tensors or scalars into (a, b, ..., N).
+
+    One flat stack: every entry is copied once (nested stacks would copy twice)."""
+    flat = stack_vector([entry for row in rows for entry in row], like)
+    return flat.view(len(rows), len(rows[0]), *like.shape)
 
 
 def stack_vector(entries: list[Tensor | float], like: Tensor) -> Tensor:
-    """Stack d (..., N) tensors or scalars into (..., N, d)."""
-    return torch.stack([_full(entry, like) for entry in entries], dim=-1)
+    """Stack d (..., N) tensors or scalars into (d, ..., N)."""
+    return torch.stack([_full(entry, like) for entry in entries])
 
 
 def _full(entry: Tensor | float, like: Tensor) -> Tensor:

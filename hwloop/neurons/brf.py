@@ -126,29 +126,27 @@ class BRF(NeuronModel):
         psi = SURROGATES[self.surrogate](u - self.thr - q_prev)
         if self.use_exponential:
             r = torch.exp(dt * (-c["b_off"] - q_prev))
-            re, im = u - dt * current, v
-            row_u = [r * c["cos"], -r * c["sin"], -dt * re]
-            row_v = [r * c["sin"], r * c["cos"], -dt * im]
-            k_omega = [-dt * im, dt * re]
-            k_b = [-dt * re, -dt * im]
+            dt_re, dt_im = dt * (u - dt * current), dt * v
+            r_cos, r_sin = r * c["cos"], r * c["sin"]
+            row_u = [r_cos, -r_sin, -dt_re]
+            row_v = [r_sin, r_cos, -dt_im]
+            k_omega = [-dt_im, dt_re]
+            k_b = [-dt_re, -dt_im]
         else:
             diag = 1.0 + dt * (c["p"] - c["b_off"] - q_prev)
-            row_u = [diag, -dt * c["omega"], -dt * u_prev]
-            row_v = [dt * c["omega"], diag, -dt * v_prev]
+            dt_omega = dt * c["omega"]
+            row_u = [diag, -dt_omega, -dt * u_prev]
+            row_v = [dt_omega, diag, -dt * v_prev]
             k_omega = [dt * (c["dp"] * u_prev - v_prev), dt * (u_prev + c["dp"] * v_prev)]
-            k_b = [-dt * u_prev, -dt * v_prev]
+            k_b = [row_u[2], row_v[2]]
         row_q = [psi * row_u[0], psi * row_u[1], _Q_DECAY + psi * (row_u[2] - 1.0)]
         k_omega = [k * c["domega"] for k in k_omega]
         k_b = [k * c["db"] for k in k_b]
         return StepJacobians(
             A=stack_matrix([row_u, row_v, row_q], u),
             c=stack_vector([dt, 0.0, psi * dt], u),
-            K=torch.stack(
-                [
-                    stack_vector([k_omega[0], k_omega[1], psi * k_omega[0]], u),
-                    stack_vector([k_b[0], k_b[1], psi * k_b[0]], u),
-                ],
-                dim=-1,
+            K=stack_matrix(
+                [[k_omega[0], k_omega[1], psi * k_omega[0]], [k_b[0], k_b[1], psi * k_b[0]]], u
             ),
             dz_ds=stack_vector([psi, 0.0, -psi], u),
         )

@@ -69,6 +69,6 @@ class LI(NeuronModel):
         return StepJacobians(
             A=stack_matrix([[alpha]], u_prev),
             c=stack_vector([1.0 - alpha], u_prev),
-            K=stack_vector([(u_prev - current) * coeffs["dalpha"]], u_prev).unsqueeze(-2),
+            K=stack_vector([(u_prev - current) * coeffs["dalpha"]], u_prev).unsqueeze(0),
             dz_ds=stack_vector([1.0], u_prev),
         )

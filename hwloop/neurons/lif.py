@@ -72,7 +72,7 @@ class LIF(NeuronModel):
         return StepJacobians(
             A=stack_matrix([[alpha * kept]], u),
             c=stack_vector([1.0 - alpha], u),
-            K=stack_vector([(u_prev * kept - current) * coeffs["dalpha"]], u).unsqueeze(-2),
+            K=stack_vector([(u_prev * kept - current) * coeffs["dalpha"]], u).unsqueeze(0),
             dz_ds=stack_vector([psi], u),
         )
 
