@@ -23,6 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PIP) install -q -c constraints.txt -e '.[dev,bench]'
 	$(PY) -m benchmarks.hypr_scaling
 
 clean:
