@@ -193,11 +193,11 @@ class HYPREngine:
             v = torch.empty_like(jac.c)  # Φ_τ·c_τ (d, λ, B, N)
             v[:, -1] = jac.c[:, -1]
             e_par = jac.K[:, :, -1].clone()  # Σ_τ Φ_τ·K_τ (n_p, d, B, N)
-            phi = A[:, :, -1]  # Φ_{λ-1}
+            phi = A[:, :, -1]  # Φ_{λ-1}; Φ_0 once the sweep is done
         for i in range(steps - 2, -1, -1):  # array index i is step τ = i + 1
             torch.add(learning[:, i], _transpose_times(A[:, :, i + 1], q[:, i + 1]), out=q[:, i])
             if keep_eligibility:
-                torch.sum(phi * jac.c[:, i].unsqueeze(0), 1, out=v[:, i])
+                v[:, i] = _matrix_times(phi, jac.c[:, i])
                 e_par += _matrix_times(phi, jac.K[:, :, i])
                 phi = _matrix_product(phi, A[:, :, i])
         q0 = _transpose_times(A[:, :, 0], q[:, 0])  # (d, B, N)
@@ -224,16 +224,15 @@ class HYPREngine:
             _add_grad(grads, f"{prefix}params.{name}", g_par[k])
 
         if keep_eligibility:
-            phi0 = phi if steps > 1 else A[:, :, 0]
             flat_v = v.permute(2, 3, 0, 1).reshape(batch, size * d, steps)
             e_syn = (flat_v @ pre).view(batch, size, d, -1)  # (B, N, d, P)
             e_self = (v * self_pre).sum(1) if self_pre is not None else None  # (d, B, N)
             if trace.e_syn is not None:
-                e_syn += phi0.permute(2, 3, 0, 1).contiguous() @ trace.e_syn
+                e_syn += phi.permute(2, 3, 0, 1).contiguous() @ trace.e_syn
             if trace.e_par is not None:
-                e_par += _matrix_times(phi0, trace.e_par)
+                e_par += _matrix_times(phi, trace.e_par)
             if e_self is not None and trace.e_self is not None:
-                e_self += _matrix_times(phi0, trace.e_self)
+                e_self += _matrix_times(phi, trace.e_self)
             trace.e_syn, trace.e_par, trace.e_self = e_syn, e_par, e_self
         return (learning * jac.c).sum(0)
 
