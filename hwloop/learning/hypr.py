@@ -225,15 +225,19 @@ class HYPREngine:
 
         if keep_eligibility:
             flat_v = v.permute(2, 3, 0, 1).reshape(batch, size * d, steps)
-            e_syn = (flat_v @ pre).view(batch, size, d, -1)  # (B, N, d, P)
+            if trace.e_syn is None:
+                trace.e_syn = (flat_v @ pre).view(batch, size, d, -1)  # (B, N, d, P)
+            else:
+                # updated in place: the largest tensor is not reallocated every window, which
+                # keeps the heap from fragmenting (and the process from growing) on long inputs
+                trace.e_syn.copy_(phi.permute(2, 3, 0, 1).contiguous() @ trace.e_syn)
+                trace.e_syn.view(batch, size * d, -1).baddbmm_(flat_v, pre)
             e_self = (v * self_pre).sum(1) if self_pre is not None else None  # (d, B, N)
-            if trace.e_syn is not None:
-                e_syn += phi.permute(2, 3, 0, 1).contiguous() @ trace.e_syn
             if trace.e_par is not None:
                 e_par += _matrix_times(phi, trace.e_par)
             if e_self is not None and trace.e_self is not None:
                 e_self += _matrix_times(phi, trace.e_self)
-            trace.e_syn, trace.e_par, trace.e_self = e_syn, e_par, e_self
+            trace.e_par, trace.e_self = e_par, e_self
         return (learning * jac.c).sum(0)
 
 
