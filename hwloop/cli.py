@@ -70,7 +70,7 @@ def main() -> None:
 @click.option("--epochs", type=int, help="Passes over the training split.")
 @click.option("--seed", type=int, help="Seed of data, initialisation and shuffling.")
 @click.option("--batch-size", type=int, help="Samples per optimizer step.")
-@click.option("--lr", type=float, help="Learning rate (Adam).")
+@click.option("--lr", type=float, help="Learning rate.")
 @click.option("--hidden", help="Hidden layer widths, comma-separated, e.g. 64,64.")
 @click.option("--recurrence", help="none, full or self.")
 @click.option("--dtype", help="float32 or float64.")

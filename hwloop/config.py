@@ -44,7 +44,9 @@ class TrainConfig:
         epochs: passes over the training split.
         seed: seeds data generation, weight initialisation and shuffling.
         batch_size: samples per optimizer step.
-        lr: learning rate of Adam.
+        optimizer: adam (default; β = (0.9, 0.999), ε = 1e-8, as in the HYPR code), adamw, sgd
+            or rmsprop (torch.optim, default arguments).
+        lr: learning rate.
         lr_schedule: constant, linear (to lr·lr_end_factor over all steps) or cosine (to 0).
         lr_end_factor: final factor of the linear schedule.
         grad_clip: global-norm clipping threshold (g ← g / max(1, ‖g‖/grad_clip)).
@@ -71,6 +73,7 @@ class TrainConfig:
     epochs: int = 30
     seed: int = 0
     batch_size: int = 32
+    optimizer: str = "adam"
     lr: float = 0.01
     lr_schedule: str = "constant"
     lr_end_factor: float = 0.0

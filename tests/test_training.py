@@ -36,6 +36,12 @@ def test_same_seed_same_weights_float32_and_float64() -> None:
     assert not torch.equal(other.network.hidden[0].w_in, first.network.hidden[0].w_in)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamw"])
+def test_other_torch_optimizers(optimizer: str) -> None:
+    trainer = train(f"optimizer={optimizer}", "epochs=1", "task_options.num_samples=64", "hidden=[8]")
+    assert type(trainer.optimizer).__name__.lower() == optimizer
+
+
 def test_constraints_hold_after_every_step() -> None:
     trainer = train(
         "neuron=alif", "learner=bptt", "lr=5.0", "epochs=1", "task_options.num_samples=64",
@@ -92,6 +98,7 @@ def test_override_values_are_toml() -> None:
         (["device=cuda"] if not torch.cuda.is_available() else ["device=tpu"], "device"),
         (["dtype=float16"], "unknown dtype 'float16'"),
         (["lr=-1"], "lr must be a positive number"),
+        (["optimizer=lbfgs"], "unknown optimizer 'lbfgs'"),
         (["readout_options.tau=3"], "unknown option 'tau' for readout"),
     ],
 )

@@ -38,4 +38,4 @@ class BPTT:
                 parameter.grad = torch.zeros_like(parameter)
         if accumulator is not None:
             accumulator.add(outputs)
-        return float(loss)
+        return float(loss.detach())

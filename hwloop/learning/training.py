@@ -1,4 +1,4 @@
-"""The training loop: batches → learner gradients → clipping → Adam → constraints (hypr.md §4)."""
+"""The training loop: batches → learner gradients → clipping → optimizer → constraints (hypr.md §4)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,12 @@ from hwloop.tasks import SequenceDataset, Task, batches
 
 LEARNERS = ("hypr", "eprop", "bptt")
 LR_SCHEDULES = ("constant", "linear", "cosine")
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+    "rmsprop": torch.optim.RMSprop,
+}
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -140,6 +146,10 @@ def check_config(config: TrainConfig) -> None:
         raise UserError(
             f"unknown lr_schedule {config.lr_schedule!r} (choose from: {', '.join(LR_SCHEDULES)})"
         )
+    if config.optimizer not in OPTIMIZERS:
+        raise UserError(
+            f"unknown optimizer {config.optimizer!r} (choose from: {', '.join(OPTIMIZERS)})"
+        )
     if config.prediction not in PREDICTIONS:
         raise UserError(
             f"unknown prediction {config.prediction!r} (choose from: {', '.join(PREDICTIONS)})"
@@ -156,7 +166,7 @@ class Trainer:
         self.learner = make_learner(config)
         self.network = make_network(config, task).to(self.device)
         self.dtype = DTYPES[config.dtype]
-        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=config.lr)
+        self.optimizer = OPTIMIZERS[config.optimizer](self.network.parameters(), lr=config.lr)
         total_steps = config.epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _schedule(config.lr_schedule, config.lr_end_factor, total_steps)
