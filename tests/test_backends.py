@@ -102,4 +102,6 @@ def test_registry_and_specs() -> None:
     with pytest.raises(UserError, match="must look like"):
         parse_backend_spec("pcm://host/path")
     with pytest.raises(UserError, match="backend 'ideal'"):
-        open_backend("ideal://?bits=4")
+        open_backend("ideal://?colour=red")
+    with pytest.raises(UserError, match="noise must be true or false"):
+        open_backend("pcm://?noise=off")

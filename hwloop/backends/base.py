@@ -31,6 +31,7 @@ class Capabilities:
         tile_size: (rows, cols) of one physical array, or None if unbounded.
         neurons: neuron models ``run`` supports on the device (empty: host-side forward only).
         time: whether ``advance_time`` changes what the device holds (drift).
+        pulses: whether ``pulse`` (incremental updates) is supported.
     """
 
     name: str
@@ -40,6 +41,7 @@ class Capabilities:
     tile_size: tuple[int, int] | None = None
     neurons: tuple[str, ...] = ()
     time: bool = False
+    pulses: bool = False
 
 
 @dataclass
@@ -112,6 +114,18 @@ class Backend(ABC):
     def read(self, layer: str) -> np.ndarray:
         """What the device holds for ``layer`` now, in weight units, with its noise."""
 
+    def weight_step(self, layer: str) -> np.ndarray | None:
+        """Weight per level of ``layer``, (1, 1) or (out, 1); None for a float device."""
+        return None
+
+    def pulse(self, layer: str, steps: np.ndarray) -> WriteReport:
+        """Incremental update: move each synapse by ``steps`` (out, in) device increments."""
+        raise NotImplementedError(f"backend {self.name!r} does not support pulse updates")
+
+    def refresh(self, layer: str) -> WriteReport | None:
+        """Re-write synapses whose devices ran out of range (None: nothing to do on this device)."""
+        return None
+
     def run(self, inputs: np.ndarray) -> RunRecord:
         """Forward pass on the device (only where ``capabilities().neurons`` is non-empty)."""
         raise NotImplementedError(f"backend {self.name!r} cannot run networks on the device")
@@ -145,3 +159,17 @@ class Backend(ABC):
         if not np.isfinite(array).all():
             raise ValueError(f"weights for layer {layer!r} contain NaN or inf")
         return array
+
+    def check_steps(self, layer: str, steps: np.ndarray) -> np.ndarray:
+        """Validate integer pulse steps for ``layer``: declared, matching shape (ValueError)."""
+        if layer not in self.shapes:
+            raise ValueError(f"layer {layer!r} was not declared on backend {self.name!r}")
+        array = np.asarray(steps)
+        if array.shape != self.shapes[layer]:
+            raise ValueError(
+                f"steps for layer {layer!r} have shape {array.shape}, "
+                f"the layer holds {self.shapes[layer]}"
+            )
+        if not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"steps for layer {layer!r} must be integers, got {array.dtype}")
+        return array.astype(np.int64)

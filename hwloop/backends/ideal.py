@@ -1,5 +1,7 @@
-"""The ideal backend: float weights, stored and read back exactly. The reference every test
-compares against (a session with it reproduces plain training bit for bit)."""
+"""The ideal backend: weights stored and read back exactly. The reference every test compares
+against: without ``bits`` it holds float64 weights (a session with it reproduces plain training
+bit for bit); with ``bits`` it holds exact symmetric levels, the noise-free picture of a
+quantized device."""
 
 from __future__ import annotations
 
@@ -9,23 +11,67 @@ from typing import Any
 import numpy as np
 
 from hwloop.backends.base import Backend, Capabilities, WriteReport
+from hwloop.quantize import level_scale, symmetric_levels
 
 
 class IdealBackend(Backend):
-    """Holds float64 copies of the weights; no quantization, no noise, no time."""
+    """Float64 copies of the weights, or exact levels × a per-layer scale; no noise, no time.
+
+    Args:
+        bits: None for float weights, or 1..8 for 2^(bits−1) − 1 levels per sign.
+        range_factor: with bits, the first write of a layer sets scale = range_factor·max|W|/L
+            (3 by default: trained weights grow a few times beyond their initial range).
+        per_channel: with bits, one scale per output row.
+    """
 
     name = "ideal"
 
-    def __init__(self) -> None:
+    def __init__(
+        self, bits: int | None = None, range_factor: float = 3.0, per_channel: bool = False
+    ) -> None:
         super().__init__()
+        if bits is not None and not 1 <= int(bits) <= 8:
+            raise ValueError(f"bits must lie in 1..8, got {bits}")
+        if range_factor <= 0:
+            raise ValueError(f"range_factor must be > 0, got {range_factor}")
+        self.bits = None if bits is None else int(bits)
+        self.range_factor, self.per_channel = float(range_factor), bool(per_channel)
         self.weights: dict[str, np.ndarray] = {}
+        self.scales: dict[str, np.ndarray] = {}
 
     def capabilities(self) -> Capabilities:
-        return Capabilities(name=self.name, weight_format="float")
+        if self.bits is None:
+            return Capabilities(name=self.name, weight_format="float")
+        top = 2 ** (self.bits - 1) - 1
+        return Capabilities(name=self.name, weight_format="levels", bits=self.bits,
+                            levels=2 * top + 1, pulses=True)
 
     def program(self, layer: str, weights: np.ndarray) -> WriteReport:
         start = time.perf_counter()
         array = self.check_weights(layer, weights)
+        if self.bits is not None:
+            if layer not in self.scales:
+                self.scales[layer] = level_scale(array, self.bits, range_factor=self.range_factor,
+                                                 per_channel=self.per_channel)
+            levels, scale = symmetric_levels(array, self.bits, scale=self.scales[layer])
+            array = levels * scale
+        return self._store(layer, array, start)
+
+    def pulse(self, layer: str, steps: np.ndarray) -> WriteReport:
+        """Move each synapse by ``steps`` levels (clipped to the level range); needs bits."""
+        if self.bits is None:
+            raise NotImplementedError("the float ideal backend has no levels to pulse; give bits")
+        start = time.perf_counter()
+        steps = self.check_steps(layer, steps)
+        scale = self.scales[layer]
+        top = 2 ** (self.bits - 1) - 1
+        levels = np.clip(np.rint(self.read(layer) / scale) + steps, -top, top)
+        return self._store(layer, levels * scale, start)
+
+    def weight_step(self, layer: str) -> np.ndarray | None:
+        return None if self.bits is None else self.scales[layer].copy()
+
+    def _store(self, layer: str, array: np.ndarray, start: float) -> WriteReport:
         previous = self.weights.get(layer)
         changed = array.size if previous is None else int((previous != array).sum())
         self.weights[layer] = array.copy()
@@ -41,13 +87,16 @@ class IdealBackend(Backend):
     def reset(self) -> None:
         super().reset()
         self.weights.clear()
+        self.scales.clear()
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "shapes": {k: list(v) for k, v in self.shapes.items()},
             "weights": {k: v.copy() for k, v in self.weights.items()},
+            "scales": {k: v.copy() for k, v in self.scales.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.shapes = {k: (int(v[0]), int(v[1])) for k, v in state["shapes"].items()}
         self.weights = {k: np.array(v, dtype=np.float64) for k, v in state["weights"].items()}
+        self.scales = {k: np.array(v, dtype=np.float64) for k, v in state["scales"].items()}
