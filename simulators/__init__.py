@@ -1,0 +1,1 @@
+"""Device models behind the hwloop backend contract: ``pcm`` (phase-change-memory crossbar)."""

@@ -1,0 +1,282 @@
+"""The PCM crossbar behind the backend contract: ``open_backend("pcm://?bits=4&mode=verify")``.
+
+Weights are quantized to 2L+1 symmetric levels (15 at 4 bits) with a per-layer scale fixed at
+the layer's first write, mapped onto differential pairs of PCM devices, programmed one-shot
+(``statistical``) or pulse by pulse (``verify``), and read back with drift, accumulated 1/f noise
+and optional global drift compensation at the device clock. ``mvm`` runs the analog
+matrix-vector product with DAC/ADC quantization and output noise on 256×256 tiles.
+docs/pcm.md describes the model, its sources and the choices made here.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from hwloop.backends.base import Backend, Capabilities, WriteReport
+from hwloop.quantize import ConductanceMap, level_scale, symmetric_levels
+from simulators.pcm.array import (
+    PCMArray,
+    ProgramOutcome,
+    VerifySettings,
+    apply_set_pulses,
+    program_statistical,
+    program_verify,
+)
+from simulators.pcm.mvm import AnalogPeriphery, analog_mvm
+from simulators.pcm.noise import FITS, make_fit
+from simulators.pcm.pulse import PulseModel
+
+MODES = ("statistical", "verify")
+
+
+class PCMBackend(Backend):
+    """A simulated PCM crossbar holding each layer on differential device pairs.
+
+    Args:
+        bits: weight bits, 1..8 (2^(bits−1) − 1 levels per sign).
+        mode: ``statistical`` (one-shot programming noise from the fit) or ``verify``
+            (pulse-level program-and-verify with the gradual-SET model).
+        fit: device statistics for programming noise, drift and 1/f noise: ``pcm`` or ``hermes``.
+        g_max: conductance of the top level (µS); default 25 (pcm), 20.7 (hermes) or 10 in
+            verify mode (the gradual-SET model saturates near 10.5 µS).
+        g_min: conductance of level 0 (µS).
+        noise: False switches every noise source off (programming, drift, 1/f, pulses, MVM).
+        tolerance: verify tolerance in levels; max_iterations: verify reads per cell.
+        gdc: global drift compensation on reads and MVMs.
+        range_factor: the first write of a layer sets scale = range_factor · max|W| / L (3 by
+            default: trained weights grow a few times beyond their initial range).
+        per_channel: one scale per output row instead of per layer.
+        refresh_threshold: µS for ``refresh`` (default 0.6 · g_max).
+        write_cycle_seconds: device time of one write cycle (a row of pulses plus a verify read).
+        seed: seed of the device's random generator (part of the device state).
+    """
+
+    name = "pcm"
+
+    def __init__(
+        self,
+        bits: int = 4,
+        mode: str = "statistical",
+        fit: str = "pcm",
+        g_max: float | None = None,
+        g_min: float = 0.0,
+        noise: bool = True,
+        prog_noise_scale: float = 1.0,
+        drift_scale: float = 1.0,
+        read_noise_scale: float = 1.0,
+        tolerance: float = 0.5,
+        max_iterations: int = 20,
+        gdc: bool = True,
+        range_factor: float = 3.0,
+        per_channel: bool = False,
+        tile: int = 256,
+        dac_bits: int = 8,
+        adc_bits: int = 8,
+        output_noise: float = 0.06,
+        refresh_threshold: float | None = None,
+        write_cycle_seconds: float = 1e-6,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 1 <= int(bits) <= 8:
+            raise ValueError(f"bits must lie in 1..8, got {bits}")
+        if int(bits) == 1:
+            raise ValueError("a PCM differential pair needs bits >= 2 (1 bit holds only level 0)")
+        if mode not in MODES:
+            raise ValueError(f"unknown PCM mode {mode!r} (choose from: {', '.join(MODES)})")
+        for flag, value in (("noise", noise), ("gdc", gdc), ("per_channel", per_channel)):
+            if not isinstance(value, bool):
+                raise ValueError(f"{flag} must be true or false, got {value!r}")
+        if fit not in FITS:
+            raise ValueError(f"unknown PCM fit {fit!r} (choose from: {', '.join(FITS)})")
+        if range_factor <= 0 or tolerance <= 0 or max_iterations < 1 or tile < 1:
+            raise ValueError("range_factor and tolerance must be > 0, max_iterations and tile ≥ 1")
+        self.bits, self.mode, self.fit_name = int(bits), mode, fit
+        self.noise, self.gdc = bool(noise), bool(gdc)
+        self.range_factor, self.per_channel = float(range_factor), bool(per_channel)
+        self.write_cycle_seconds = float(write_cycle_seconds)
+        on = 1.0 if self.noise else 0.0
+        if g_max is None and mode == "verify":
+            g_max = 10.0
+        self.fit = make_fit(
+            fit, g_max, prog_noise_scale=on * prog_noise_scale, drift_scale=on * drift_scale,
+            read_noise_scale=on * read_noise_scale,
+        )
+        self.mapping = ConductanceMap(bits=self.bits, g_min=float(g_min), g_max=self.fit.g_max)
+        self.pulses = PulseModel(noise_scale=on, g_ceiling=max(12.0, self.fit.g_max))
+        self.refresh_threshold = (
+            0.6 * self.fit.g_max if refresh_threshold is None else float(refresh_threshold)
+        )
+        self.verify = VerifySettings(tolerance=float(tolerance), max_iterations=int(max_iterations))
+        self.periphery = AnalogPeriphery(
+            tile=int(tile), dac_bits=int(dac_bits), adc_bits=int(adc_bits),
+            output_noise=on * float(output_noise),
+        )
+        self.seed = int(seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.clock = 0.0
+        self.arrays: dict[str, PCMArray] = {}
+        self._read_cache: dict[str, tuple[float, np.ndarray]] = {}  # layer → (clock, weights)
+
+    def capabilities(self) -> Capabilities:
+        top = 2 ** (self.bits - 1) - 1
+        return Capabilities(
+            name=self.name, weight_format="conductance_pair", bits=self.bits, levels=2 * top + 1,
+            tile_size=(self.periphery.tile, self.periphery.tile), time=True, pulses=True,
+        )
+
+    # --- writing -------------------------------------------------------------------------
+
+    def program(self, layer: str, weights: np.ndarray) -> WriteReport:
+        """Quantize ``weights`` and (re)program the synapses whose level changed (all on the
+        first write, which also fixes the layer's scale)."""
+        start = time.perf_counter()
+        array = self.check_weights(layer, weights)
+        first = layer not in self.arrays
+        if first:
+            scale = level_scale(array, self.bits, range_factor=self.range_factor,
+                                per_channel=self.per_channel)
+            self.arrays[layer] = PCMArray.blank(array.shape, scale, self.mapping.g_min)
+        held = self.arrays[layer]
+        levels, _ = symmetric_levels(array, self.bits, scale=held.scale)
+        cells = np.ones(levels.shape, dtype=bool) if first else levels != held.levels
+        outcome = self._write(held, cells, levels)
+        return self._report(layer, outcome, cells, start)
+
+    def pulse(self, layer: str, steps: np.ndarray) -> WriteReport:
+        """Gradual SET pulses: steps[i, j] > 0 fires that many on G+, < 0 on G− (depression by
+        potentiating the partner device). Levels are re-read afterwards."""
+        start = time.perf_counter()
+        held = self._array(layer)
+        steps = self.check_steps(layer, steps)
+        fired = apply_set_pulses(held, steps, self.fit, self.pulses, self.clock, self.rng)
+        self._read_cache.pop(layer, None)
+        touched = steps != 0
+        top = 2 ** (self.bits - 1) - 1
+        held.levels[touched] = np.clip(np.rint(self._raw(layer) / held.scale), -top, top)[touched]
+        outcome = ProgramOutcome(cells=int(touched.sum()), set_pulses=fired, resets=0,
+                                 iterations=1 if fired else 0, failures=0)
+        return self._report(layer, outcome, touched, start)
+
+    def refresh(self, layer: str) -> WriteReport:
+        """Re-program pairs whose larger device exceeds ``refresh_threshold`` µS while their
+        difference is below a quarter of it: both devices are RESET and the weight re-written
+        at its level, freeing the pair's range for further SET pulses."""
+        start = time.perf_counter()
+        held = self._array(layer)
+        threshold = self.refresh_threshold
+        g = held.conductances(self.fit, self.clock)
+        cells = (g.max(axis=0) > threshold) & (np.abs(g[0] - g[1]) < threshold / 4)
+        levels = held.levels.copy()
+        outcome = self._write(held, cells, levels)
+        return self._report(layer, outcome, cells, start)
+
+    def _write(self, held: PCMArray, cells: np.ndarray, levels: np.ndarray) -> ProgramOutcome:
+        if not cells.any():
+            return ProgramOutcome(cells=0, set_pulses=0, resets=0, iterations=0, failures=0)
+        if self.mode == "statistical":
+            outcome = program_statistical(held, cells, levels, self.fit, self.mapping,
+                                          self.clock, self.rng)
+        else:
+            outcome = program_verify(held, cells, levels, self.fit, self.mapping, self.pulses,
+                                     self.verify, self.clock, self.rng)
+        return outcome
+
+    def _report(
+        self, layer: str, outcome: ProgramOutcome, cells: np.ndarray, start: float
+    ) -> WriteReport:
+        held = self.arrays[layer]
+        rows = int(cells.any(axis=1).sum())
+        device_seconds = rows * max(outcome.iterations, 1 if outcome.cells else 0)
+        device_seconds *= self.write_cycle_seconds
+        self.clock += device_seconds
+        self._read_cache.pop(layer, None)
+        read = self._raw(layer)
+        held.gdc_reference = float(np.abs(read).mean())
+        target = held.levels * held.scale
+        return WriteReport(
+            layer=layer, cells_programmed=outcome.cells, pulses=outcome.set_pulses,
+            iterations=outcome.iterations, failures=outcome.failures,
+            write_error=float(np.abs(read - target)[cells].mean()) if cells.any() else 0.0,
+            device_seconds=device_seconds, wall_seconds=time.perf_counter() - start,
+        )
+
+    # --- reading -------------------------------------------------------------------------
+
+    def read(self, layer: str) -> np.ndarray:
+        """Weights (out, in) the devices hold at the device clock, drift-compensated if ``gdc``."""
+        raw = self._raw(layer)
+        return raw * self._gdc_factor(layer, raw)
+
+    def mvm(self, layer: str, inputs: np.ndarray) -> np.ndarray:
+        """Analog product inputs (B, in) → outputs (B, out) in weight units, through DAC, the
+        devices' conductances on 256×256 tiles, output noise and ADC."""
+        held = self._array(layer)
+        inputs = np.asarray(inputs, dtype=np.float64)
+        if inputs.ndim != 2 or inputs.shape[1] != self.shapes[layer][1]:
+            raise ValueError(f"inputs for layer {layer!r} must be (batch, {self.shapes[layer][1]}),"
+                             f" got {inputs.shape}")
+        g = held.conductances(self.fit, self.clock)
+        normalised = (g[0] - g[1]) / self.fit.g_max  # (out, in), |·| ≤ ~1
+        outputs = analog_mvm(inputs, normalised, self.periphery, self.rng)
+        factor = self.fit.g_max / self.mapping.step * held.scale.reshape(1, -1)
+        return outputs * factor * self._gdc_factor(layer, self._raw(layer))
+
+    def weight_step(self, layer: str) -> np.ndarray:
+        return self._array(layer).scale.copy()
+
+    def _raw(self, layer: str) -> np.ndarray:
+        """Uncompensated weights at the clock; reading is deterministic (the 1/f noise is drawn
+        at writing), so the result is kept until the layer is written or the clock moves."""
+        cached = self._read_cache.get(layer)
+        if cached is None or cached[0] != self.clock:
+            cached = (self.clock, self._array(layer).weights(self.fit, self.mapping, self.clock))
+            self._read_cache[layer] = cached
+        return cached[1]
+
+    def _gdc_factor(self, layer: str, raw: np.ndarray) -> float:
+        if not self.gdc:
+            return 1.0
+        return self.arrays[layer].gdc_reference / max(float(np.abs(raw).mean()), 1e-12)
+
+    def _array(self, layer: str) -> PCMArray:
+        if layer not in self.arrays:
+            raise ValueError(f"layer {layer!r} has not been programmed on backend 'pcm'")
+        return self.arrays[layer]
+
+    # --- time and state ------------------------------------------------------------------
+
+    def advance_time(self, seconds: float) -> None:
+        super().advance_time(seconds)
+        self.clock += float(seconds)
+
+    def reset(self) -> None:
+        super().reset()
+        self.arrays.clear()
+        self._read_cache.clear()
+
+    def counters(self) -> dict[str, int]:
+        """Endurance bookkeeping summed over all layers: device writes, SET pulses, RESETs."""
+        return {
+            key: int(sum(getattr(a, key).sum() for a in self.arrays.values()))
+            for key in ("writes", "set_pulses", "resets")
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "clock": self.clock,
+            "rng": self.rng.bit_generator.state,
+            "shapes": {k: list(v) for k, v in self.shapes.items()},
+            "arrays": {k: v.to_dict() for k, v in self.arrays.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.clock = float(state["clock"])
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["rng"]
+        self.shapes = {k: (int(v[0]), int(v[1])) for k, v in state["shapes"].items()}
+        self.arrays = {k: PCMArray.from_dict(v) for k, v in state["arrays"].items()}
+        self._read_cache.clear()
