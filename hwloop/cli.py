@@ -24,7 +24,7 @@ from hwloop.config import build_config, load_config_file
 from hwloop.errors import UserError
 from hwloop.learning.training import EpochMetrics, StepMetrics, Trainer
 from hwloop.plots import plot_curves
-from hwloop.runs import RUN_FILE, now_iso, read_run, record_summary, write_run
+from hwloop.runs import RUN_FILE, device_summary, now_iso, read_run, record_summary, write_run
 from hwloop.tasks import make_task
 
 EXIT_BAD_INPUT = 2
@@ -75,6 +75,10 @@ def main() -> None:
 @click.option("--recurrence", help="none, full or self.")
 @click.option("--dtype", help="float32 or float64.")
 @click.option("--device", help="cpu, cuda or cuda:N.")
+@click.option("--backend", help="Device in the loop: none (default), ideal, pcm or a spec such as "
+              "pcm://?mode=verify.")
+@click.option("--bits", type=int, help="Weight bits on the device (1..8).")
+@click.option("--scheme", help="Update scheme on the device: direct, mixed, sign or stochastic.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
@@ -121,11 +125,17 @@ def train(
     if resume:
         trainer.load_state(record.checkpoint)
         epochs, steps, created = record.epochs, record.steps, record.created
+        if trainer.session is not None:
+            trainer.session.updates = list(record.updates)
+    session = trainer.session
     directory.mkdir(parents=True, exist_ok=True)  # only now: everything above validated
     console = Console(stderr=True)
     if not as_json:
         console.print(f"{task.description} · {config.neuron} · {_learner_text(config.to_dict())}"
-                      f" · {sum(p.numel() for p in trainer.network.parameters())} parameters")
+                      f" · {sum(p.numel() for p in trainer.network.parameters())} parameters"
+                      + ("" if session is None else f" · device {config.backend} "
+                         f"({_device_text(session.backend.capabilities())}), scheme "
+                         f"{config.scheme}"))
     start = time.perf_counter()
     with Progress(
         TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
@@ -146,7 +156,8 @@ def train(
             progress.update(bar, status=f"loss {result.train_loss:.4f} test acc "
                             f"{result.test_accuracy:.3f}")
             write_run(directory, config=config.to_dict(), created=created, epochs=epochs,
-                      steps=steps, checkpoint=trainer.state())
+                      steps=steps, checkpoint=trainer.state(),
+                      updates=[] if session is None else session.updates)
     plot_curves(read_run(directory), directory / "curves.png")
     summary = {
         "out": str(directory),
@@ -157,12 +168,20 @@ def train(
         "seconds": time.perf_counter() - start,
         "config": config.to_dict(),
     }
+    if session is not None:
+        summary["device"] = device_summary(session.updates)
     if as_json:
         click.echo(json.dumps(summary))
-    else:
-        click.echo(f"test accuracy {summary['final_test_accuracy']:.4f} (best "
-                   f"{summary['best_accuracy']:.4f}), train loss {summary['final_train_loss']:.4f}"
-                   f", {summary['seconds']:.1f} s -> {directory / RUN_FILE}")
+        return
+    where = "" if session is None else f" on device {config.backend}"
+    click.echo(f"test accuracy{where} {summary['final_test_accuracy']:.4f} (best "
+               f"{summary['best_accuracy']:.4f}), train loss {summary['final_train_loss']:.4f}"
+               f", {summary['seconds']:.1f} s -> {directory / RUN_FILE}")
+    if session is not None:
+        device = summary["device"]
+        click.echo(f"device: mean write error {device['mean_write_error']:.4g} (weight units), "
+                   f"{device['cells_written']} cells written, {device['pulses']} pulses, "
+                   f"{device['failures']} failures, {device['device_seconds']:.3g} s device time")
 
 
 @main.group()
@@ -212,6 +231,10 @@ def devices(as_json: bool) -> None:
     Console().print(table)
 
 
+def _device_text(caps: Any) -> str:
+    return caps.weight_format + ("" if caps.bits is None else f", {caps.bits} bits")
+
+
 def _parse_widths(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",")]
@@ -227,3 +250,7 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "-"
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+if __name__ == "__main__":
+    main()

@@ -28,7 +28,7 @@ from hwloop.errors import UserError
 from hwloop.options import build_options
 from hwloop.presets import preset_for
 
-TABLES = ("task_options", "neuron_options", "readout_options")
+TABLES = ("task_options", "neuron_options", "readout_options", "backend_options")
 
 
 @dataclass
@@ -61,8 +61,15 @@ class TrainConfig:
         eval_window: evaluation runs in windows of this many steps (bounded memory).
         presets: apply the recipe for (task, neuron) from ``hwloop.presets`` beneath these
             values (default true).
-        task_options, neuron_options, readout_options: options of the task, the hidden neuron
-            model and the LI readout (see docs/tasks.md and docs/neurons.md).
+        backend: ``none`` trains on the host alone; otherwise a device backend spec (``ideal``,
+            ``pcm``, ``pcm://?mode=verify``) that holds the weight matrices in the loop
+            (docs/hil.md).
+        bits: weight bits on the device (1..8; None: the backend's default, float for ideal).
+        scheme: how updates reach the device: direct, mixed, sign or stochastic (docs/hil.md).
+        threshold: sign scheme: accumulated update, in levels, that fires one pulse.
+        task_options, neuron_options, readout_options, backend_options: options of the task,
+            the hidden neuron model, the LI readout and the backend (docs/tasks.md,
+            docs/neurons.md, docs/pcm.md).
     """
 
     task: str = "cue"
@@ -88,9 +95,14 @@ class TrainConfig:
     device: str = "cpu"
     eval_window: int = 1000
     presets: bool = True
+    backend: str = "none"
+    bits: int | None = None
+    scheme: str = "direct"
+    threshold: float = 1.0
     task_options: dict[str, Any] = field(default_factory=dict)
     neuron_options: dict[str, Any] = field(default_factory=dict)
     readout_options: dict[str, Any] = field(default_factory=dict)
+    backend_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -8,8 +8,14 @@ Layout (HDF5):
     /metrics/epochs/{epoch, train_loss, train_accuracy, test_accuracy,
                      validation_accuracy (NaN without a validation split), seconds}   (E,) each
     /weights/final/<name>  /weights/best/<name>    parameter arrays, names as in state_dict()
+    /metrics/updates/{step, cells, pulses, iterations, failures, write_error,
+                      device_seconds, device_wall_seconds}   (U,) each, hardware-in-the-loop
+                           runs only: one row per update written to the device (step 0: the
+                           initial programming)
     /checkpoint/state      uint8 bytes of torch.save(Trainer.state()): network, optimizer,
-                           scheduler, shuffling RNG, epoch, step, best weights
+                           scheduler, shuffling RNG, epoch, step, best weights, HIL session
+    /checkpoint/device     the device's full state_dict() (HIL runs only): arrays as datasets,
+                           nested dicts as groups, other values as JSON attributes
 
 Every write goes to a temporary file in the same directory that then replaces run.h5
 (``os.replace``), so a crash never leaves a half-written run file.
@@ -22,7 +28,7 @@ import json
 import os
 import platform
 import tempfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,7 @@ import torch
 
 from hwloop.errors import UserError
 from hwloop.learning.training import EpochMetrics, StepMetrics
+from hwloop.session import UpdateMetrics
 
 RUN_FILE = "run.h5"
 FORMAT = "hwloop-run"
@@ -52,6 +59,7 @@ class RunRecord:
     final_weights: dict[str, np.ndarray]
     best_weights: dict[str, np.ndarray]
     checkpoint: dict[str, Any]
+    updates: list[UpdateMetrics] = field(default_factory=list)
 
 
 def versions() -> dict[str, str]:
@@ -74,6 +82,7 @@ def write_run(
     epochs: list[EpochMetrics],
     steps: list[StepMetrics],
     checkpoint: dict[str, Any],
+    updates: list[UpdateMetrics] = (),  # type: ignore[assignment]
 ) -> Path:
     """Write ``directory/run.h5`` atomically; returns its path."""
     path = directory / RUN_FILE
@@ -87,6 +96,12 @@ def write_run(
             )
             _write_table(file.create_group("metrics/steps"), StepMetrics, steps)
             _write_table(file.create_group("metrics/epochs"), EpochMetrics, epochs)
+            if updates:
+                _write_table(file.create_group("metrics/updates"), UpdateMetrics, updates)
+            checkpoint = dict(checkpoint)
+            device = checkpoint.pop("device", None)
+            if device is not None:
+                write_tree(file.create_group("checkpoint/device"), device)
             for group, weights in (
                 ("weights/final", checkpoint["network"]),
                 ("weights/best", checkpoint["best_weights"]),
@@ -114,6 +129,13 @@ def read_run(directory: str | Path) -> RunRecord:
             if file.attrs.get("format") != FORMAT:
                 raise UserError(f"{path} is not an hwloop run file")
             state = bytes(file["checkpoint/state"][()])
+            checkpoint = torch.load(io.BytesIO(state), weights_only=True)
+            if "checkpoint/device" in file:
+                checkpoint["device"] = read_tree(file["checkpoint/device"])
+            updates = (
+                _read_table(file["metrics/updates"], UpdateMetrics)
+                if "metrics/updates" in file else []
+            )
             return RunRecord(
                 path=path,
                 config=json.loads(file.attrs["config"]),
@@ -123,10 +145,38 @@ def read_run(directory: str | Path) -> RunRecord:
                 steps=_read_table(file["metrics/steps"], StepMetrics),
                 final_weights={k: v[()] for k, v in file["weights/final"].items()},
                 best_weights={k: v[()] for k, v in file["weights/best"].items()},
-                checkpoint=torch.load(io.BytesIO(state), weights_only=True),
+                checkpoint=checkpoint,
+                updates=updates,
             )
     except (OSError, KeyError) as error:
         raise UserError(f"{path} is not a readable hwloop run file ({error})") from None
+
+
+def write_tree(group: h5py.Group, tree: dict[str, Any]) -> None:
+    """Store a nested dict: arrays as datasets, dicts holding arrays as subgroups, every other
+    value as a JSON attribute (exact for Python ints of any size and for floats)."""
+    for key, value in tree.items():
+        if isinstance(value, np.ndarray):
+            group[key] = value
+        elif isinstance(value, dict) and _holds_arrays(value):
+            write_tree(group.create_group(key), value)
+        else:
+            group.attrs[key] = json.dumps(value)
+
+
+def read_tree(group: h5py.Group) -> dict[str, Any]:
+    """The nested dict ``write_tree`` stored."""
+    tree: dict[str, Any] = {key: json.loads(value) for key, value in group.attrs.items()}
+    for key, item in group.items():
+        tree[key] = read_tree(item) if isinstance(item, h5py.Group) else item[()]
+    return tree
+
+
+def _holds_arrays(tree: dict[str, Any]) -> bool:
+    return any(
+        isinstance(v, np.ndarray) or (isinstance(v, dict) and _holds_arrays(v))
+        for v in tree.values()
+    )
 
 
 def now_iso() -> str:
@@ -158,6 +208,19 @@ def _read_table(group: h5py.Group, kind: type) -> list[Any]:
     return rows
 
 
+def device_summary(updates: list[UpdateMetrics]) -> dict[str, Any]:
+    """Totals of a HIL run's update log; the mean write error is over written cells."""
+    cells = sum(u.cells for u in updates)
+    return {
+        "updates": len(updates),
+        "cells_written": cells,
+        "pulses": sum(u.pulses for u in updates),
+        "failures": sum(u.failures for u in updates),
+        "mean_write_error": sum(u.write_error * u.cells for u in updates) / cells if cells else 0.0,
+        "device_seconds": sum(u.device_seconds for u in updates),
+    }
+
+
 def record_summary(record: RunRecord) -> dict[str, Any]:
     """The figures ``hwloop runs show`` prints, as plain values."""
     config = record.config
@@ -178,4 +241,6 @@ def record_summary(record: RunRecord) -> dict[str, Any]:
         "created": record.created,
         "versions": record.versions,
         "epochs": [asdict(e) for e in record.epochs],
+        "backend": config.get("backend", "none"),
+        "device": device_summary(record.updates) if record.updates else None,
     }

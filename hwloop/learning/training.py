@@ -20,6 +20,7 @@ from hwloop.learning.losses import LOSSES, PREDICTIONS, PredictionAccumulator
 from hwloop.learning.network import RECURRENCE_MODES, SpikingNetwork
 from hwloop.neurons import LI, make_neuron
 from hwloop.options import build_options
+from hwloop.session import HILSession, open_session_backend
 from hwloop.tasks import SequenceDataset, Task, batches
 
 LEARNERS = ("hypr", "eprop", "bptt")
@@ -175,6 +176,13 @@ class Trainer:
         self.epoch = 0
         self.step = 0
         self.best_accuracy = -1.0
+        self.session: HILSession | None = None
+        if config.backend != "none":
+            self.session = HILSession(
+                self.network, open_session_backend(config), config.scheme, config.threshold,
+                config.seed,
+            )
+            self.session.begin()
         self.best_weights: dict[str, Tensor] = copy.deepcopy(self.network.state_dict())
 
     @property
@@ -200,9 +208,13 @@ class Trainer:
             grad_norm = float(
                 torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
             )
+            if self.session is not None:
+                self.session.before_update()
             self.optimizer.step()
             self.scheduler.step()
             self.constrain()
+            if self.session is not None:
+                self.session.after_update(self.step + 1)
             hits = int((accumulator.predictions() == labels).sum())
             correct, seen = correct + hits, seen + len(labels)
             losses.append(loss)
@@ -259,6 +271,9 @@ class Trainer:
             "step": self.step,
             "best_accuracy": self.best_accuracy,
             "best_weights": self.best_weights,
+            **({} if self.session is None else {
+                "session": self.session.state(), "device": self.session.backend.state_dict(),
+            }),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -269,6 +284,8 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.best_accuracy = float(state["best_accuracy"])
         self.best_weights = state["best_weights"]
+        if self.session is not None:
+            self.session.load_state(state["session"], state["device"])
 
 
 def _schedule(name: str, end_factor: float, total_steps: int) -> Callable[[int], float]:

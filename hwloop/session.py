@@ -1,0 +1,243 @@
+"""The hardware-in-the-loop session: every update is written to a device and read back, and the
+read-back weights drive the next forward pass (docs/hil.md).
+
+The device holds the network's weight matrices (``w_in``, full ``w_rec``, ``w_skip`` of every
+hidden layer and the readout's ``w_in``); biases, self-recurrent weights and neuron parameters
+stay on the host. Between optimizer steps the network's parameters hold the read-back weights,
+so gradients, evaluation and the kept best weights all see what the device holds. Schemes:
+
+- ``direct``: the host keeps float shadow weights; the optimizer updates them and the device
+  re-programs every synapse whose quantized level changed.
+- ``mixed``: mixed-precision accumulate-and-program. Updates accumulate in a digital
+  accumulator χ; whole levels are transferred (the synapse is re-programmed at its new level)
+  and subtracted from χ.
+- ``sign``: updates accumulate in χ; where |χ| reaches ``threshold`` levels one SET pulse is
+  fired in its sign's direction (on G+ or G−) and χ is cleared.
+- ``stochastic``: each update fires one pulse in its direction with probability
+  min(1, |Δw| / level), an unbiased stochastic transfer.
+
+Pulse schemes refresh saturated differential pairs after each update (``Backend.refresh``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from hwloop.backends import Backend, WriteReport, open_backend
+from hwloop.config import TrainConfig
+from hwloop.errors import UserError
+from hwloop.learning.network import SpikingNetwork
+from hwloop.quantize import symmetric_levels
+
+SCHEMES = ("direct", "mixed", "sign", "stochastic")
+DEVICE_WEIGHTS = ("w_in", "w_rec", "w_skip")
+
+
+@dataclass
+class UpdateMetrics:
+    """One update written to the device, summed over its layers.
+
+    Attributes:
+        step: optimizer step (1-based).
+        cells: synapses written or pulsed.
+        pulses: SET pulses fired.
+        iterations: program-and-verify iterations (max over layers).
+        failures: cells that did not reach their target.
+        write_error: mean |target − read-back| over written cells (weight units).
+        device_seconds: simulated device time of the writes (s).
+        device_wall_seconds: host time spent in the backend (s).
+    """
+
+    step: int
+    cells: int
+    pulses: int
+    iterations: int
+    failures: int
+    write_error: float
+    device_seconds: float
+    device_wall_seconds: float
+
+
+def device_layers(network: SpikingNetwork) -> dict[str, torch.nn.Parameter]:
+    """Name → parameter of every weight matrix the device holds."""
+    return {
+        name: parameter for name, parameter in network.named_parameters()
+        if name.rsplit(".", 1)[-1] in DEVICE_WEIGHTS and parameter.dim() == 2
+    }
+
+
+def open_session_backend(config: TrainConfig) -> Backend:
+    """The backend named by ``config.backend``, with ``bits`` and ``backend_options``."""
+    options = dict(config.backend_options)
+    if config.bits is not None:
+        if not 1 <= config.bits <= 8:
+            raise UserError(f"bits must lie in 1..8, got {config.bits}")
+        options["bits"] = config.bits
+    return open_backend(config.backend, **options)
+
+
+class HILSession:
+    """Drives one backend from a Trainer's optimizer steps.
+
+    Call ``begin()`` once on a fresh run (programs the initial weights), then around every
+    optimizer step ``before_update()`` and ``after_update(step)``.
+    """
+
+    def __init__(
+        self, network: SpikingNetwork, backend: Backend, scheme: str, threshold: float, seed: int
+    ) -> None:
+        if scheme not in SCHEMES:
+            raise UserError(f"unknown scheme {scheme!r} (choose from: {', '.join(SCHEMES)})")
+        if not threshold > 0:
+            raise UserError(f"threshold must be > 0 levels, got {threshold}")
+        self.network, self.backend = network, backend
+        self.scheme, self.threshold = scheme, float(threshold)
+        self.layers = device_layers(network)
+        self.shadow: dict[str, Tensor] = {}
+        self.accumulators: dict[str, np.ndarray] = {}
+        self.targets: dict[str, np.ndarray] = {}
+        self.before: dict[str, Tensor] = {}
+        self.rng = np.random.default_rng(seed + 2)
+        self.updates: list[UpdateMetrics] = []
+        caps = backend.capabilities()
+        if scheme != "direct" and caps.levels is None:
+            raise UserError(f"scheme {scheme!r} transfers whole levels and needs a quantizing "
+                            f"backend; give bits (e.g. --bits 4) or use scheme=direct")
+        if scheme in ("sign", "stochastic") and not caps.pulses:
+            raise UserError(f"scheme {scheme!r} needs a backend with pulse updates; "
+                            f"{caps.name!r} has none")
+
+    def begin(self) -> None:
+        """Program the network's initial weights and load what the device holds."""
+        reports = []
+        for name, parameter in self.layers.items():
+            weights = _numpy(parameter)
+            self.backend.declare(name, tuple(parameter.shape))
+            reports.append(self.backend.program(name, weights))
+            self.shadow[name] = parameter.detach().clone()
+            self.accumulators[name] = np.zeros(parameter.shape)
+            step = self.backend.weight_step(name)
+            if step is not None:
+                self.targets[name] = symmetric_levels(
+                    weights, self._bits(), scale=step
+                )[0]
+        self.load_device_weights()
+        self.updates.append(_summarise(0, reports))
+
+    def before_update(self) -> None:
+        """Just before ``optimizer.step()``: remember the device weights; the direct scheme
+        hands the optimizer its shadow weights."""
+        for name, parameter in self.layers.items():
+            self.before[name] = parameter.detach().clone()
+            if self.scheme == "direct":
+                parameter.data.copy_(self.shadow[name])
+
+    def after_update(self, step: int) -> UpdateMetrics:
+        """After the optimizer step: write the update per scheme, read back, log."""
+        reports: list[WriteReport] = []
+        for name, parameter in self.layers.items():
+            reports.extend(self._write(name, parameter))
+        self.load_device_weights()
+        metrics = _summarise(step, reports)
+        self.updates.append(metrics)
+        return metrics
+
+    def _write(self, name: str, parameter: torch.nn.Parameter) -> list[WriteReport]:
+        if self.scheme == "direct":
+            self.shadow[name] = parameter.detach().clone()
+            return [self.backend.program(name, _numpy(parameter))]
+        level = np.asarray(self.backend.weight_step(name))
+        delta = _numpy(parameter) - _numpy(self.before[name])
+        top = 2 ** (self._bits() - 1) - 1
+        if self.scheme == "mixed":
+            accumulator = self.accumulators[name] + delta
+            transfer = np.trunc(accumulator / level)
+            target = np.clip(self.targets[name] + transfer, -top, top).astype(np.int64)
+            accumulator -= (target - self.targets[name]) * level
+            accumulator = np.clip(accumulator, -level, level)  # saturated synapses stop growing
+            self.accumulators[name], self.targets[name] = accumulator, target
+            return [self.backend.program(name, target * level)]
+        if self.scheme == "sign":
+            accumulator = self.accumulators[name] + delta
+            fire = np.abs(accumulator) >= self.threshold * level
+            steps = np.where(fire, np.sign(accumulator), 0).astype(np.int64)
+            self.accumulators[name] = np.where(fire, 0.0, accumulator)
+        else:  # stochastic
+            probability = np.minimum(np.abs(delta) / level, 1.0)
+            fire = self.rng.random(delta.shape) < probability
+            steps = np.where(fire, np.sign(delta), 0).astype(np.int64)
+        reports = [self.backend.pulse(name, steps)]
+        refreshed = self.backend.refresh(name)
+        return reports + ([refreshed] if refreshed is not None else [])
+
+    def load_device_weights(self) -> None:
+        """Copy what the device holds into the network's parameters."""
+        with torch.no_grad():
+            for name, parameter in self.layers.items():
+                held = torch.from_numpy(self.backend.read(name))
+                parameter.copy_(held.to(parameter.dtype))
+
+    def _bits(self) -> int:
+        bits = self.backend.capabilities().bits
+        assert bits is not None, "level schemes need a quantizing backend"
+        return bits
+
+    def state(self) -> dict[str, Any]:
+        """Session state for a checkpoint (the device's own state is saved separately)."""
+        return {
+            "shadow": {k: v.clone() for k, v in self.shadow.items()},
+            "accumulators": {k: torch.from_numpy(v.copy()) for k, v in self.accumulators.items()},
+            "targets": {k: torch.from_numpy(v.copy()) for k, v in self.targets.items()},
+            "rng": _rng_state_tensor(self.rng),
+        }
+
+    def load_state(self, state: dict[str, Any], device_state: dict[str, Any]) -> None:
+        """Restore the session and the device, and load the device weights into the network."""
+        self.backend.load_state_dict(device_state)
+        self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
+        self.accumulators = {k: v.numpy().copy() for k, v in state["accumulators"].items()}
+        self.targets = {k: v.numpy().copy() for k, v in state["targets"].items()}
+        self.rng = _rng_from_tensor(state["rng"])
+        self.load_device_weights()
+
+
+def update_table(updates: list[UpdateMetrics]) -> dict[str, np.ndarray]:
+    """Column arrays of the per-update log (for run.h5)."""
+    rows = [asdict(u) for u in updates]
+    names = list(UpdateMetrics.__dataclass_fields__)
+    return {n: np.array([r[n] for r in rows], dtype=np.float64) for n in names}
+
+
+def _summarise(step: int, reports: list[WriteReport]) -> UpdateMetrics:
+    cells = sum(r.cells_programmed for r in reports)
+    error = sum(r.write_error * r.cells_programmed for r in reports) / cells if cells else 0.0
+    return UpdateMetrics(
+        step=step, cells=cells, pulses=sum(r.pulses for r in reports),
+        iterations=max((r.iterations for r in reports), default=0),
+        failures=sum(r.failures for r in reports), write_error=error,
+        device_seconds=sum(r.device_seconds for r in reports),
+        device_wall_seconds=sum(r.wall_seconds for r in reports),
+    )
+
+
+def _numpy(tensor: Tensor) -> np.ndarray:
+    return tensor.detach().cpu().to(torch.float64).numpy()
+
+
+def _rng_state_tensor(rng: np.random.Generator) -> Tensor:
+    """The PCG64 state as a uint8 tensor (checkpoints load with weights_only)."""
+    text = repr(rng.bit_generator.state).encode()
+    return torch.frombuffer(bytearray(text), dtype=torch.uint8).clone()
+
+
+def _rng_from_tensor(state: Tensor) -> np.random.Generator:
+    import ast
+
+    rng = np.random.default_rng()
+    rng.bit_generator.state = ast.literal_eval(bytes(state.numpy()).decode())
+    return rng

@@ -1,0 +1,156 @@
+"""The hardware-in-the-loop session: exact references, PCM training, logs, errors, crash safety."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hwloop.cli import main
+from hwloop.config import build_config
+from hwloop.learning.training import Trainer
+from hwloop.runs import RUN_FILE, read_run
+from hwloop.tasks import make_task
+
+
+def trained(epochs: int, **values: object) -> Trainer:
+    config = build_config(None, [], task="cue", neuron="brf", epochs=epochs, seed=0, **values)
+    trainer = Trainer(config, make_task(config.task, config.task_options, config.seed))
+    for _ in range(epochs):
+        trainer.train_epoch()
+    return trainer
+
+
+def same_weights(a: Trainer, b: Trainer) -> bool:
+    first, second = a.network.state_dict(), b.network.state_dict()
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_ideal_float_session_reproduces_plain_training_bit_for_bit() -> None:
+    plain = trained(2)
+    looped = trained(2, backend="ideal")
+    assert looped.session is not None and len(looped.session.updates) == 1 + looped.step
+    assert same_weights(plain, looped)
+
+
+@pytest.mark.parametrize("scheme", ["direct", "mixed"])
+def test_noise_free_pcm_equals_the_ideal_quantized_device(scheme: str) -> None:
+    ideal = trained(2, backend="ideal", bits=4, scheme=scheme)
+    pcm = trained(2, backend="pcm://?noise=false", bits=4, scheme=scheme)
+    assert same_weights(ideal, pcm)
+    layer = "hidden.0.w_in"
+    step = ideal.session.backend.weight_step(layer)  # type: ignore[union-attr]
+    levels = ideal.network.state_dict()[layer].double().numpy() / step
+    np.testing.assert_allclose(levels, np.rint(levels), atol=1e-6)  # weights sit on levels
+
+
+def test_pcm_four_bit_mixed_training_learns_the_cue_task() -> None:
+    float_run = trained(12)
+    device_run = trained(12, backend="pcm", bits=4, scheme="mixed")
+    float_accuracy = float_run.accuracy(float_run.task.test)
+    device_accuracy = device_run.accuracy(device_run.task.test)
+    assert device_accuracy >= float_accuracy - 0.03
+    log = device_run.session.updates  # type: ignore[union-attr]
+    assert sum(u.cells for u in log[1:]) > 0 and all(u.failures == 0 for u in log)
+
+
+@pytest.mark.parametrize("scheme", ["sign", "stochastic"])
+def test_pulse_schemes_write_pulses(scheme: str) -> None:
+    run = trained(1, backend="pcm", bits=4, scheme=scheme, threshold=0.2)
+    log = run.session.updates  # type: ignore[union-attr]
+    assert sum(u.pulses for u in log) > 0
+
+
+def test_train_command_logs_updates_and_device_state(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, [
+        "train", "--task", "cue", "--epochs", "2", "--backend", "pcm", "--bits", "4",
+        "--scheme", "mixed", "--out", str(out), "--quiet",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "mean write error" in result.output
+    record = read_run(out)
+    steps = len(record.steps)
+    assert [u.step for u in record.updates] == list(range(steps + 1))
+    device = record.checkpoint["device"]
+    array = device["arrays"]["hidden.0.w_in"]
+    for key in ("g_programmed", "nu", "t_programmed", "set_pulses", "resets", "writes"):
+        assert array[key].shape == (2, 64, 15)
+    with h5py.File(out / RUN_FILE) as file:
+        assert "metrics/updates/write_error" in file
+
+
+@pytest.mark.parametrize(
+    "arguments,message",
+    [
+        (["--backend", "nope"], "unknown backend 'nope'"),
+        (["--backend", "pcm", "--scheme", "magic"], "unknown scheme 'magic'"),
+        (["--backend", "pcm", "--bits", "0"], "bits must lie in 1..8"),
+        (["--backend", "pcm", "--bits", "9"], "bits must lie in 1..8"),
+        (["--backend", "ideal", "--scheme", "mixed"], "needs a quantizing backend"),
+        (["--backend", "pcm://?mode=fast"], "unknown PCM mode"),
+    ],
+)
+def test_bad_device_input_is_one_line_and_writes_nothing(
+    tmp_path: Path, arguments: list[str], message: str
+) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--epochs", "1", "--out", str(out), *arguments])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and message in result.output
+    assert not out.exists()
+
+
+def _train_command(out: Path, backend: str, epochs: int, resume: bool = False) -> list[str]:
+    command = [sys.executable, "-m", "hwloop.cli", "train", "--out", str(out), "--quiet"]
+    if resume:
+        return command + ["--resume"]
+    return command + ["--task", "cue", "--epochs", str(epochs), "--backend", backend,
+                      "--bits", "4", "--scheme", "mixed"]
+
+
+@pytest.mark.parametrize("backend", ["ideal", "pcm"])
+def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(
+    tmp_path: Path, backend: str
+) -> None:
+    epochs = 6
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run(_train_command(whole, backend, epochs), check=True, env=environment,
+                   capture_output=True)
+    process = subprocess.Popen(_train_command(killed, backend, epochs), env=environment,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (killed / RUN_FILE).exists() and process.poll() is None:
+        time.sleep(0.01)
+    time.sleep(random.Random().uniform(0.0, 1.0))  # somewhere inside a later epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(read_run(killed).epochs) >= 1
+    subprocess.run(_train_command(killed, backend, epochs, resume=True), check=True,
+                   env=environment, capture_output=True)
+    first, second = read_run(whole), read_run(killed)
+    assert len(second.epochs) == epochs
+    for name, value in first.final_weights.items():
+        np.testing.assert_array_equal(value, second.final_weights[name])
+    assert_trees_equal(first.checkpoint["device"], second.checkpoint["device"])
+
+
+def assert_trees_equal(a: object, b: object) -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys()
+        for key in a:
+            assert_trees_equal(a[key], b[key])
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b)
+    else:
+        assert a == b
