@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/hwloop train --task cue --neuron brf --learner hypr --lambda 10 --epochs 30 --seed 0 --out runs/demo --overwrite
+	$(VENV)/bin/hwloop train --task cue --neuron brf --learner hypr --lambda 10 --epochs 12 --seed 0 --backend pcm --bits 4 --scheme mixed --out runs/demo --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -25,6 +25,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PIP) install -q -c constraints.txt -e '.[dev,bench]'
 	$(PY) -m benchmarks.hypr_scaling
+	$(PY) -m benchmarks.pcm_hil
+	$(PY) -m benchmarks.pcm_robustness
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
