@@ -206,6 +206,12 @@ def show(directory: str, as_json: bool) -> None:
                   f"accuracy {_fmt(summary['final_test_accuracy'])}, best "
                   f"{_fmt(summary['best_accuracy'])}, final train loss "
                   f"{_fmt(summary['final_train_loss'])}, {summary['seconds']:.1f} s")
+    device = summary["device"]
+    if device is not None:
+        console.print(f"device {summary['backend']}: {device['updates']} updates, "
+                      f"{device['cells_written']} cells written, {device['pulses']} pulses, "
+                      f"{device['failures']} failures, mean write error "
+                      f"{device['mean_write_error']:.4g}")
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()))
     table = Table("epoch", "train loss", "train acc", "test acc", "val acc", "seconds")
     for row in summary["epochs"]:

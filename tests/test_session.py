@@ -88,6 +88,8 @@ def test_train_command_logs_updates_and_device_state(tmp_path: Path) -> None:
         assert array[key].shape == (2, 64, 15)
     with h5py.File(out / RUN_FILE) as file:
         assert "metrics/updates/write_error" in file
+    shown = CliRunner().invoke(main, ["runs", "show", str(out)])
+    assert shown.exit_code == 0 and f"{steps + 1} updates" in shown.output
 
 
 @pytest.mark.parametrize(
