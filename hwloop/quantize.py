@@ -12,7 +12,8 @@ import numpy as np
 
 
 def symmetric_levels(
-    weights: np.ndarray, bits: int, *, per_channel: bool = False, scale: np.ndarray | None = None
+    weights: np.ndarray, bits: int, *, per_channel: bool = False, scale: np.ndarray | None = None,
+    rounding: str = "nearest", clip: str = "saturate", rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric uniform quantization to the integer levels −L..L, L = 2^(bits−1) − 1.
 
@@ -21,20 +22,22 @@ def symmetric_levels(
         bits: 1..8. (1 bit gives L = 0; callers that need a sign bit use bits ≥ 2.)
         per_channel: one scale per output row instead of one per tensor.
         scale: use this scale ((1,1) or (out, 1)) instead of max|W|/L (e.g. a fixed device range).
+        rounding, clip, rng: as in ``quantize_levels`` (clip only acts when ``scale`` is given).
 
     Returns:
-        levels: (out, in) int64 in [−L, L], round-half-to-even of W/scale, clipped.
+        levels: (out, in) int64 in [−L, L], W/scale rounded (half to even by default) and clipped.
         scale: (1, 1) or (out, 1) float64 weight per level; an all-zero tensor/row gets scale 1.
     """
     weights = np.asarray(weights, dtype=np.float64)
     if scale is None:
         scale = level_scale(weights, bits, per_channel=per_channel)
     scale = np.asarray(scale, dtype=np.float64)
-    return quantize_levels(weights / scale, bits), scale
+    levels = quantize_levels(weights / scale, bits, rounding=rounding, clip=clip, rng=rng)
+    return levels, scale
 
 
 ROUNDINGS = ("nearest", "stochastic")
-CLIP_POLICIES = ("saturate", "error")
+CLIP_POLICIES = ("saturate", "wrap", "error")
 
 
 def level_scale(
@@ -61,6 +64,33 @@ def stochastic_round(values: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return floor + (rng.random(values.shape) < values - floor)
 
 
+def clip_levels(values: np.ndarray, top: int, policy: str) -> np.ndarray:
+    """Integer-valued levels → int64 levels in −top..top (top ≥ 0), by ``policy``:
+
+    - ``saturate``: clip to [−top, top];
+    - ``wrap``: wrap around modulo 2·top + 1 (the number of levels), like a counter that overflows
+      from +top to −top; values already in range are unchanged;
+    - ``error``: raise ValueError naming how many values lie outside [−top, top].
+    """
+    if policy not in CLIP_POLICIES:
+        choices = ", ".join(CLIP_POLICIES)
+        raise ValueError(f"unknown clip policy {policy!r} (choose from: {choices})")
+    if top < 0:
+        raise ValueError(f"top must be >= 0, got {top}")
+    values = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("cannot clip NaN or inf")
+    if not np.array_equal(values, np.rint(values)):
+        raise ValueError("clip_levels needs integer-valued levels; round them first")
+    outside = int((np.abs(values) > top).sum())
+    if policy == "error" and outside:
+        raise ValueError(f"{outside} values fall outside the levels ±{top}; "
+                         "use a larger scale or clip='saturate'")
+    if policy == "wrap":
+        return (np.mod(values + top, 2 * top + 1) - top).astype(np.int64)
+    return np.clip(values, -top, top).astype(np.int64)
+
+
 def quantize_levels(
     values: np.ndarray, bits: int, *, rounding: str = "nearest", clip: str = "saturate",
     rng: np.random.Generator | None = None,
@@ -68,7 +98,7 @@ def quantize_levels(
     """Values already in level units (W / scale) → int64 levels in −L..L.
 
     rounding: ``nearest`` (half to even) or ``stochastic`` (unbiased; needs ``rng``).
-    clip: ``saturate`` clips to ±L; ``error`` raises ValueError if any value rounds outside.
+    clip: a ``clip_levels`` policy (``saturate``, ``wrap``, ``error``) for rounded values beyond ±L.
     """
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must lie in 1..8, got {bits}")
@@ -85,12 +115,7 @@ def quantize_levels(
         rounded = stochastic_round(values, rng)
     else:
         rounded = np.rint(values)
-    top = 2 ** (bits - 1) - 1
-    outside = int((np.abs(rounded) > top).sum())
-    if clip == "error" and outside:
-        raise ValueError(f"{outside} values fall outside the levels ±{top}; "
-                         "use a larger scale or clip='saturate'")
-    return np.clip(rounded, -top, top).astype(np.int64)
+    return clip_levels(rounded, 2 ** (bits - 1) - 1, clip)
 
 
 @dataclass(frozen=True)
@@ -127,3 +152,58 @@ class ConductanceMap:
         """Nearest level of a pair's difference, clipped to ±L (int64)."""
         return np.clip(np.rint((g_plus - g_minus) / self.step), -self.top, self.top).astype(
             np.int64)
+
+
+SIGN_MODES = ("mixed", "excitatory", "inhibitory")
+
+
+def lava_dense_weights(
+    weights: np.ndarray, num_weight_bits: int = 8, sign_mode: str = "mixed"
+) -> np.ndarray:
+    """The int64 weights a Lava 0.10 fixed-point ``Dense`` actually uses (same shape as weights).
+
+    Steps, as in Lava: truncate toward zero to integers (3.7 → 3, −3.7 → −3); clip (mixed
+    [−256, 255], excitatory [0, 255], inhibitory [−255, 0]); drop k = 8 − num_weight_bits
+    (+1 if mixed) low bits: ``(w >> k) << k`` (floor, so −3 → −4 at k = 1) for mixed/excitatory,
+    ``−((−w >> k) << k)`` (magnitude truncation) for inhibitory. Results lie on the multiples of
+    2^k in [−256, 256 − 2^k] (mixed), [0, 256 − 2^k] (excitatory) or [−(256 − 2^k), 0] (inhibitory).
+    """
+    if not 1 <= num_weight_bits <= 8:
+        raise ValueError(f"num_weight_bits must lie in 1..8, got {num_weight_bits}")
+    if sign_mode not in SIGN_MODES:
+        raise ValueError(f"unknown sign mode {sign_mode!r} (choose from: {', '.join(SIGN_MODES)})")
+    weights = np.asarray(weights, dtype=np.float64)
+    if not np.isfinite(weights).all():
+        raise ValueError("cannot convert NaN or inf weights")
+    low, high = {"mixed": (-256, 255), "excitatory": (0, 255), "inhibitory": (-255, 0)}[sign_mode]
+    clipped = np.clip(np.trunc(weights), low, high).astype(np.int64)
+    k = 8 - num_weight_bits + (1 if sign_mode == "mixed" else 0)
+    if sign_mode == "inhibitory":
+        return -(((-clipped) >> k) << k)
+    return (clipped >> k) << k
+
+
+def mantissa_exponent(weights: np.ndarray, mantissa_bits: int = 8) -> tuple[np.ndarray, int]:
+    """Shared-exponent weights: W ≈ mantissa · 2^exponent.
+
+    The exponent is the smallest integer e with max|W| ≤ M · 2^e, M = 2^(mantissa_bits−1) − 1
+    (symmetric signed mantissa; 127 at 8 bits), so the largest weight uses the top of the
+    mantissa range; an all-zero W gets e = 0. mantissa = rint(W / 2^e) (half to even) clipped to
+    ±M, int64 of W's shape; the error is at most 2^(e−1) per weight.
+    """
+    if not 2 <= mantissa_bits <= 8:
+        raise ValueError(f"mantissa_bits must lie in 2..8, got {mantissa_bits}")
+    weights = np.asarray(weights, dtype=np.float64)
+    if not np.isfinite(weights).all():
+        raise ValueError("cannot convert NaN or inf weights")
+    top = 2 ** (mantissa_bits - 1) - 1
+    peak = float(np.abs(weights).max(initial=0.0))
+    if peak == 0.0:
+        return np.zeros(weights.shape, dtype=np.int64), 0
+    exponent = int(np.ceil(np.log2(peak / top)))
+    while peak > np.ldexp(top, exponent):  # fix up the float log2 so the rule holds exactly
+        exponent += 1
+    while peak <= np.ldexp(top, exponent - 1):
+        exponent -= 1
+    mantissa = np.clip(np.rint(np.ldexp(weights, -exponent)), -top, top).astype(np.int64)
+    return mantissa, exponent
