@@ -21,7 +21,7 @@ Pulse schemes refresh saturated differential pairs after each update (``Backend.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -193,7 +193,7 @@ class HILSession:
             "shadow": {k: v.clone() for k, v in self.shadow.items()},
             "accumulators": {k: torch.from_numpy(v.copy()) for k, v in self.accumulators.items()},
             "targets": {k: torch.from_numpy(v.copy()) for k, v in self.targets.items()},
-            "rng": _rng_state_tensor(self.rng),
+            "rng": self.rng.bit_generator.state,  # a plain dict: loads with weights_only
         }
 
     def load_state(self, state: dict[str, Any], device_state: dict[str, Any]) -> None:
@@ -202,15 +202,9 @@ class HILSession:
         self.shadow = {k: v.clone() for k, v in state["shadow"].items()}
         self.accumulators = {k: v.numpy().copy() for k, v in state["accumulators"].items()}
         self.targets = {k: v.numpy().copy() for k, v in state["targets"].items()}
-        self.rng = _rng_from_tensor(state["rng"])
+        self.rng = np.random.default_rng()
+        self.rng.bit_generator.state = state["rng"]
         self.load_device_weights()
-
-
-def update_table(updates: list[UpdateMetrics]) -> dict[str, np.ndarray]:
-    """Column arrays of the per-update log (for run.h5)."""
-    rows = [asdict(u) for u in updates]
-    names = list(UpdateMetrics.__dataclass_fields__)
-    return {n: np.array([r[n] for r in rows], dtype=np.float64) for n in names}
 
 
 def _summarise(step: int, reports: list[WriteReport]) -> UpdateMetrics:
@@ -227,17 +221,3 @@ def _summarise(step: int, reports: list[WriteReport]) -> UpdateMetrics:
 
 def _numpy(tensor: Tensor) -> np.ndarray:
     return tensor.detach().cpu().to(torch.float64).numpy()
-
-
-def _rng_state_tensor(rng: np.random.Generator) -> Tensor:
-    """The PCG64 state as a uint8 tensor (checkpoints load with weights_only)."""
-    text = repr(rng.bit_generator.state).encode()
-    return torch.frombuffer(bytearray(text), dtype=torch.uint8).clone()
-
-
-def _rng_from_tensor(state: Tensor) -> np.random.Generator:
-    import ast
-
-    rng = np.random.default_rng()
-    rng.bit_generator.state = ast.literal_eval(bytes(state.numpy()).decode())
-    return rng

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from hwloop.backends.base import Backend, Capabilities, WriteReport
-from hwloop.quantize import level_scale, symmetric_levels
+from hwloop.quantize import DEFAULT_RANGE_FACTOR, level_scale, symmetric_levels
 
 
 class IdealBackend(Backend):
@@ -27,7 +27,10 @@ class IdealBackend(Backend):
     name = "ideal"
 
     def __init__(
-        self, bits: int | None = None, range_factor: float = 3.0, per_channel: bool = False
+        self,
+        bits: int | None = None,
+        range_factor: float = DEFAULT_RANGE_FACTOR,
+        per_channel: bool = False,
     ) -> None:
         super().__init__()
         if bits is not None and not 1 <= int(bits) <= 8:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hwloop.backends.base import Backend, Capabilities, WriteReport
-from hwloop.quantize import ConductanceMap, level_scale, symmetric_levels
+from hwloop.quantize import DEFAULT_RANGE_FACTOR, ConductanceMap, level_scale, symmetric_levels
 from simulators.pcm.array import (
     PCMArray,
     ProgramOutcome,
@@ -70,7 +70,7 @@ class PCMBackend(Backend):
         tolerance: float = 0.5,
         max_iterations: int = 20,
         gdc: bool = True,
-        range_factor: float = 3.0,
+        range_factor: float = DEFAULT_RANGE_FACTOR,
         per_channel: bool = False,
         tile: int = 256,
         dac_bits: int = 8,
@@ -178,12 +178,10 @@ class PCMBackend(Backend):
         if not cells.any():
             return ProgramOutcome(cells=0, set_pulses=0, resets=0, iterations=0, failures=0)
         if self.mode == "statistical":
-            outcome = program_statistical(held, cells, levels, self.fit, self.mapping,
-                                          self.clock, self.rng)
-        else:
-            outcome = program_verify(held, cells, levels, self.fit, self.mapping, self.pulses,
-                                     self.verify, self.clock, self.rng)
-        return outcome
+            return program_statistical(held, cells, levels, self.fit, self.mapping, self.clock,
+                                       self.rng)
+        return program_verify(held, cells, levels, self.fit, self.mapping, self.pulses,
+                              self.verify, self.clock, self.rng)
 
     def _report(
         self, layer: str, outcome: ProgramOutcome, cells: np.ndarray, start: float
