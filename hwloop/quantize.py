@@ -77,20 +77,35 @@ def clip_levels(values: np.ndarray, top: int, policy: str) -> np.ndarray:
       from +top to −top; values already in range are unchanged;
     - ``error``: raise ValueError naming how many values lie outside [−top, top].
     """
+    _check_clip_policy(policy)
+    if top < 0:
+        raise ValueError(f"top must be >= 0, got {top}")
+    values = _finite(values)
+    if not np.array_equal(values, np.rint(values)):
+        raise ValueError("clip_levels needs integer-valued levels; round them first")
+    return _clip_integers(values, top, policy)
+
+
+def _check_clip_policy(policy: str) -> None:
     if policy not in CLIP_POLICIES:
         choices = ", ".join(CLIP_POLICIES)
         raise ValueError(f"unknown clip policy {policy!r} (choose from: {choices})")
-    if top < 0:
-        raise ValueError(f"top must be >= 0, got {top}")
+
+
+def _finite(values: np.ndarray) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     if not np.isfinite(values).all():
         raise ValueError("cannot clip NaN or inf")
-    if not np.array_equal(values, np.rint(values)):
-        raise ValueError("clip_levels needs integer-valued levels; round them first")
-    outside = int((np.abs(values) > top).sum())
-    if policy == "error" and outside:
-        raise ValueError(f"{outside} values fall outside the levels ±{top}; "
-                         "use a larger scale or clip='saturate'")
+    return values
+
+
+def _clip_integers(values: np.ndarray, top: int, policy: str) -> np.ndarray:
+    """``clip_levels`` for checked input: finite integer-valued float64, a known policy."""
+    if policy == "error":
+        outside = int((np.abs(values) > top).sum())
+        if outside:
+            raise ValueError(f"{outside} values fall outside the levels ±{top}; "
+                             "use a larger scale or clip='saturate'")
     if policy == "wrap":
         return (np.mod(values + top, 2 * top + 1) - top).astype(np.int64)
     return np.clip(values, -top, top).astype(np.int64)
@@ -109,14 +124,15 @@ def quantize_levels(
         raise ValueError(f"bits must lie in 1..8, got {bits}")
     if rounding not in ROUNDINGS:
         raise ValueError(f"unknown rounding {rounding!r} (choose from: {', '.join(ROUNDINGS)})")
-    values = np.asarray(values, dtype=np.float64)
+    _check_clip_policy(clip)
+    values = _finite(values)
     if rounding == "stochastic":
         if rng is None:
             raise ValueError("stochastic rounding needs a random generator (rng=...)")
         rounded = stochastic_round(values, rng)
     else:
         rounded = np.rint(values)
-    return clip_levels(rounded, 2 ** (bits - 1) - 1, clip)  # validates the policy and NaN/inf
+    return _clip_integers(rounded, 2 ** (bits - 1) - 1, clip)
 
 
 @dataclass(frozen=True)

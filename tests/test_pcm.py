@@ -9,6 +9,7 @@ import pytest
 from hwloop.backends import open_backend
 from simulators.pcm.backend import PCMBackend
 from simulators.pcm.noise import HermesFit, PCMLikeFit
+from simulators.pcm.normals import TorchNormals
 from simulators.pcm.pulse import PulseModel
 
 # aihwkit PCMLikeNoiseModel(g_max=25), 400k samples per row (spec B6): g_T (µS) →
@@ -30,7 +31,7 @@ HOUR = 3600.0
 @pytest.mark.parametrize("g_target", sorted(GOLDEN))
 def test_pcm_like_statistics_match_the_golden_table(g_target: float) -> None:
     sigma_formula, nu_mean, nu_std, g_mean, g_std = GOLDEN[g_target]
-    fit, rng = PCMLikeFit(), np.random.default_rng(int(g_target * 10))
+    fit, rng = PCMLikeFit(), TorchNormals(int(g_target * 10))  # the backend's normal source
     targets = np.full(SAMPLES, g_target)
     assert fit.sigma_programming(np.array(g_target)) == pytest.approx(sigma_formula, abs=5e-5)
     programmed = fit.program(targets, rng)
@@ -39,10 +40,32 @@ def test_pcm_like_statistics_match_the_golden_table(g_target: float) -> None:
     nu = fit.drift_exponents(targets, rng)
     assert nu.mean() == pytest.approx(nu_mean, rel=0.01)
     assert nu.std() == pytest.approx(nu_std, rel=0.03)
-    after_hour = fit.conductance(programmed, nu, rng.standard_normal(SAMPLES), np.full(SAMPLES, HOUR))
+    after_hour = fit.conductance(programmed, nu, fit.flicker(programmed, rng), HOUR)
     # ±1 % of the mean, but no tighter than the table's printed rounding (half a unit: 5e-4)
     assert after_hour.mean() == pytest.approx(g_mean, rel=0.01, abs=5e-4)
     assert after_hour.std() == pytest.approx(g_std, rel=0.03)
+
+
+def test_one_reading_time_for_all_devices_equals_per_device_times() -> None:
+    fit, rng = PCMLikeFit(), np.random.default_rng(11)
+    programmed = fit.program(np.full(1000, 10.0), rng)
+    nu, flicker = fit.drift_exponents(programmed, rng), fit.flicker(programmed, rng)
+    for seconds in (0.0, HOUR, 30 * 86400.0):
+        np.testing.assert_allclose(fit.conductance(programmed, nu, flicker, seconds),
+                                   fit.conductance(programmed, nu, flicker, np.full(1000, seconds)),
+                                   rtol=1e-6)  # float32 drift factors
+
+
+def test_torch_normals_are_standard_and_resume_from_their_state() -> None:
+    source = TorchNormals(5)
+    draws = source.standard_normal((400_000,))
+    assert abs(draws.mean()) < 0.01 and draws.std() == pytest.approx(1.0, rel=0.01)
+    saved = source.state()
+    ahead = source.standard_normal((3, 7))
+    resumed = TorchNormals(0)
+    resumed.set_state(saved)
+    np.testing.assert_array_equal(resumed.standard_normal((3, 7)), ahead)
+    assert not np.array_equal(TorchNormals(6).standard_normal(8), TorchNormals(5).standard_normal(8))
 
 
 def test_hermes_fit_uses_the_chip_constants() -> None:

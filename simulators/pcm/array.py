@@ -14,6 +14,7 @@ import numpy as np
 
 from hwloop.quantize import ConductanceMap
 from simulators.pcm.noise import DeviceFit
+from simulators.pcm.normals import NormalSource
 from simulators.pcm.pulse import PulseModel
 
 
@@ -53,8 +54,8 @@ class PCMArray:
         levels: (out, in) int64, the level each synapse was last programmed to.
         scale: (1, 1) or (out, 1), weight per level (fixed at the first write).
         g_programmed: conductance right after the last write (µS).
-        nu: drift exponent drawn at the last write.
-        flicker: standard normal draw of the accumulated 1/f noise since the last write.
+        nu: drift exponent drawn at the last write (float32).
+        flicker: accumulated 1/f noise drawn at the last write (``DeviceFit.flicker``, float32).
         t_programmed: device-clock time of the last write (s).
         since_reset: SET pulses since the last RESET (drives the pulse model).
         set_pulses, resets, writes: endurance counters since the array was created.
@@ -79,7 +80,8 @@ class PCMArray:
         pair = (2, *shape)
         return PCMArray(
             levels=np.zeros(shape, dtype=np.int64), scale=scale,
-            g_programmed=np.full(pair, g_min), nu=np.zeros(pair), flicker=np.zeros(pair),
+            g_programmed=np.full(pair, g_min), nu=np.zeros(pair, dtype=np.float32),
+            flicker=np.zeros(pair, dtype=np.float32),
             t_programmed=np.zeros(pair), since_reset=np.zeros(pair, dtype=np.int64),
             set_pulses=np.zeros(pair, dtype=np.int64), resets=np.zeros(pair, dtype=np.int64),
             writes=np.zeros(pair, dtype=np.int64),
@@ -99,7 +101,11 @@ class PCMArray:
 
     def conductances(self, fit: DeviceFit, now: float) -> np.ndarray:
         """(2, out, in) conductances at device time ``now``: drift and 1/f noise since writing."""
-        return fit.conductance(self.g_programmed, self.nu, self.flicker, now - self.t_programmed)
+        written = self.t_programmed
+        first = float(written.flat[0])
+        if (written == first).all():  # all devices written at once: one time for all
+            return fit.conductance(self.g_programmed, self.nu, self.flicker, now - first)
+        return fit.conductance(self.g_programmed, self.nu, self.flicker, now - written)
 
     def weights(self, fit: DeviceFit, mapping: ConductanceMap, now: float) -> np.ndarray:
         """(out, in) weights the devices hold at ``now`` (no drift compensation)."""
@@ -109,14 +115,16 @@ class PCMArray:
 
 def program_statistical(
     array: PCMArray, cells: np.ndarray, levels: np.ndarray, fit: DeviceFit,
-    mapping: ConductanceMap, now: float, rng: np.random.Generator,
+    mapping: ConductanceMap, now: float, rng: NormalSource,
 ) -> ProgramOutcome:
     """One-shot programming of both devices of the ``cells`` mask to ``levels`` (out, in):
     g = max(0, g_T + σ_prog(g_T)·ξ), the result of a converged program-and-verify loop."""
-    g_plus, g_minus = mapping.to_conductances(levels[cells])
-    targets = np.stack([g_plus, g_minus])
-    _store_write(array, cells, targets, fit.program(targets, rng), fit, now, rng)
-    array.levels[cells] = levels[cells]
+    written = levels[cells]
+    magnitudes = np.stack([np.maximum(written, 0), np.maximum(-written, 0)])  # (2, k) per device
+    g_levels = mapping.g_min + np.arange(mapping.top + 1) * mapping.step  # as to_conductances
+    programmed, nu = fit.program_levels(g_levels, magnitudes, rng)
+    _store_write(array, cells, programmed, fit, now, rng, nu=nu)
+    array.levels[cells] = written
     count = int(cells.sum())
     return ProgramOutcome(cells=count, set_pulses=0, resets=0, iterations=1 if count else 0,
                           failures=0)
@@ -125,7 +133,7 @@ def program_statistical(
 def program_verify(
     array: PCMArray, cells: np.ndarray, levels: np.ndarray, fit: DeviceFit,
     mapping: ConductanceMap, pulses: PulseModel, settings: VerifySettings, now: float,
-    rng: np.random.Generator,
+    rng: NormalSource,
 ) -> ProgramOutcome:
     """Pulse-level program-and-verify of the ``cells`` mask to ``levels`` (out, in).
 
@@ -169,7 +177,7 @@ def program_verify(
         since_reset[restart_pair] = 0
         reset_count[restart_pair] += 1
     pair_cells = np.stack([cells, cells])
-    _store_write(array, cells, None, g, fit, now, rng)
+    _store_write(array, cells, g, fit, now, rng)
     array.since_reset[pair_cells] = since_reset.ravel()
     array.set_pulses[pair_cells] += set_count.ravel()
     array.resets[pair_cells] += reset_count.ravel()
@@ -182,7 +190,7 @@ def program_verify(
 
 def apply_set_pulses(
     array: PCMArray, steps: np.ndarray, fit: DeviceFit, pulses: PulseModel, now: float,
-    rng: np.random.Generator,
+    rng: NormalSource,
 ) -> int:
     """Gradual SET: |steps| pulses on G+ where steps > 0, on G− where steps < 0 (out, in).
     The pulses act on the devices' present conductance (drift included); returns pulses fired."""
@@ -201,27 +209,34 @@ def apply_set_pulses(
 
 
 def _store_write(
-    array: PCMArray, cells: np.ndarray, targets: np.ndarray | None, programmed: np.ndarray,
-    fit: DeviceFit, now: float, rng: np.random.Generator,
+    array: PCMArray, cells: np.ndarray, programmed: np.ndarray, fit: DeviceFit, now: float,
+    rng: NormalSource, nu: np.ndarray | None = None,
 ) -> None:
     """Record a write of both devices of ``cells``: programmed (2, k) conductances."""
     pair = np.stack([cells, cells])
     _store_devices(array, pair, programmed.ravel(), fit, now, rng,
-                   targets=None if targets is None else targets.ravel())
+                   nu=None if nu is None else nu.ravel())
 
 
 def _store_devices(
     array: PCMArray, devices: np.ndarray, programmed: np.ndarray, fit: DeviceFit, now: float,
-    rng: np.random.Generator, targets: np.ndarray | None = None,
+    rng: NormalSource, nu: np.ndarray | None = None,
 ) -> None:
-    """New conductances for the ``devices`` mask (2, out, in): fresh drift exponent (from the
-    target, or from the conductance reached), fresh 1/f draw, write time ``now``."""
-    basis = programmed if targets is None else targets
-    array.g_programmed[devices] = programmed
-    array.nu[devices] = fit.drift_exponents(basis, rng)
-    array.flicker[devices] = rng.standard_normal(programmed.shape)
-    array.t_programmed[devices] = now
-    array.writes[devices] += 1
+    """New conductances for the ``devices`` mask (2, out, in): drift exponents ``nu`` (drawn
+    for the conductance reached if None), a fresh 1/f draw, write time ``now``."""
+    if nu is None:
+        nu = fit.drift_exponents(programmed, rng)
+    flicker = fit.flicker(programmed, rng)
+    if devices.all():  # a whole-array write replaces the arrays instead of copying into them
+        shape = devices.shape
+        array.g_programmed = programmed.reshape(shape)
+        array.nu, array.flicker = nu.reshape(shape), flicker.reshape(shape)
+        array.t_programmed = np.full(shape, now)
+    else:
+        array.g_programmed[devices] = programmed
+        array.nu[devices], array.flicker[devices] = nu, flicker
+        array.t_programmed[devices] = now
+    array.writes += devices
 
 
 def _copy(value: object) -> object:

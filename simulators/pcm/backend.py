@@ -27,6 +27,7 @@ from simulators.pcm.array import (
 )
 from simulators.pcm.mvm import AnalogPeriphery, analog_mvm
 from simulators.pcm.noise import FITS, make_fit
+from simulators.pcm.normals import TorchNormals
 from simulators.pcm.pulse import PulseModel
 
 MODES = ("statistical", "verify")
@@ -116,7 +117,7 @@ class PCMBackend(Backend):
             output_noise=on * float(output_noise),
         )
         self.seed = int(seed)
-        self.rng = np.random.default_rng(self.seed)
+        self.rng = TorchNormals(self.seed)
         self.clock = 0.0
         self.arrays: dict[str, PCMArray] = {}
         self._read_cache: dict[str, tuple[float, np.ndarray]] = {}  # layer → (clock, weights)
@@ -266,15 +267,14 @@ class PCMBackend(Backend):
     def state_dict(self) -> dict[str, Any]:
         return {
             "clock": self.clock,
-            "rng": self.rng.bit_generator.state,
+            "rng": self.rng.state(),
             "shapes": {k: list(v) for k, v in self.shapes.items()},
             "arrays": {k: v.to_dict() for k, v in self.arrays.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.clock = float(state["clock"])
-        self.rng = np.random.default_rng()
-        self.rng.bit_generator.state = state["rng"]
+        self.rng.set_state(state["rng"])
         self.shapes = {k: (int(v[0]), int(v[1])) for k, v in state["shapes"].items()}
         self.arrays = {k: PCMArray.from_dict(v) for k, v in state["arrays"].items()}
         self._read_cache.clear()

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulators.pcm.normals import NormalSource
+
 
 @dataclass(frozen=True)
 class AnalogPeriphery:
@@ -40,7 +42,7 @@ def quantize_signed(values: np.ndarray, bound: float, bits: int) -> np.ndarray:
 
 def analog_mvm(
     inputs: np.ndarray, conductances: np.ndarray, periphery: AnalogPeriphery,
-    rng: np.random.Generator,
+    rng: NormalSource,
 ) -> np.ndarray:
     """inputs (B, in) times normalised conductance differences (out, in), |g| ≤ ~1 → (B, out).
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from simulators.pcm.normals import NormalSource
+
 
 @dataclass(frozen=True)
 class PulseModel:
@@ -37,7 +39,7 @@ class PulseModel:
     noise_scale: float = 1.0
 
     def set_pulse(
-        self, g: np.ndarray, pulses_since_reset: np.ndarray, rng: np.random.Generator
+        self, g: np.ndarray, pulses_since_reset: np.ndarray, rng: NormalSource
     ) -> np.ndarray:
         """The conductance after one SET pulse on each device (same shape as ``g``)."""
         decay = np.exp(-pulses_since_reset / self.a)
@@ -46,12 +48,12 @@ class PulseModel:
         step = mean + std * rng.standard_normal(g.shape)
         return np.clip(g + step, self.g_floor, self.g_ceiling)
 
-    def reset(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    def reset(self, shape: tuple[int, ...], rng: NormalSource) -> np.ndarray:
         """Conductances right after a RESET pulse."""
         g = self.reset_mean + self.noise_scale * self.reset_std * rng.standard_normal(shape)
         return np.clip(g, 0.01, self.g_ceiling)
 
-    def read(self, g: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def read(self, g: np.ndarray, rng: NormalSource) -> np.ndarray:
         """One noisy read of devices at conductance ``g``."""
         std = self.noise_scale * (self.m3 * g + self.c3)
         return g + std * rng.standard_normal(g.shape)
