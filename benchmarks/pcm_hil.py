@@ -5,8 +5,9 @@
 1. Program + read back of one 256×256 layer in statistical mode (every cell written), median
    of 50 repetitions (target ≤ 5 ms), and the same in verify (pulse-level) mode.
 2. Wall time per training step of HYPR (λ = 10) on the cue task on the host alone and with the
-   PCM backend in the loop (4 bits, each scheme), measured side by side in this run; the ratio
-   is the HIL overhead (target ≤ 1.5×). Median over the steps of two epochs after a warm-up
+   PCM backend in the loop (4 bits, each scheme; and mixed with the products computed on the
+   crossbar, ``forward=device``), measured side by side in this run; the ratio is the HIL
+   overhead (target ≤ 1.5×). Median over the steps of two epochs after a warm-up
    epoch. Writes benchmarks/results/pcm_hil.json.
 """
 
@@ -63,13 +64,15 @@ def main() -> None:
         scheme: step_seconds(backend="pcm", bits=4, scheme=scheme, threshold=0.5)
         for scheme in ("direct", "mixed", "sign", "stochastic")
     }
+    schemes["mixed, forward device"] = step_seconds(backend="pcm", bits=4, scheme="mixed",
+                                                    forward="device")
     print(f"{'256×256 program + read back':<32}{'ms':>10}")
     for mode, ms in writes.items():
         print(f"{mode:<32}{ms:>10.2f}")
-    print(f"\n{'training step (cue, HYPR λ=10)':<32}{'ms':>10}{'× host':>10}")
-    print(f"{'host only':<32}{1e3 * host:>10.2f}{1.0:>10.2f}")
+    print(f"\n{'training step (cue, HYPR λ=10)':<36}{'ms':>10}{'× host':>10}")
+    print(f"{'host only':<36}{1e3 * host:>10.2f}{1.0:>10.2f}")
     for scheme, seconds in schemes.items():
-        print(f"{'pcm 4-bit, ' + scheme:<32}{1e3 * seconds:>10.2f}{seconds / host:>10.2f}")
+        print(f"{'pcm 4-bit, ' + scheme:<36}{1e3 * seconds:>10.2f}{seconds / host:>10.2f}")
     RESULTS.mkdir(exist_ok=True)
     payload = {
         "machine": platform.processor() or platform.machine(),

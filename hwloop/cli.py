@@ -79,6 +79,8 @@ def main() -> None:
               "pcm://?mode=verify.")
 @click.option("--bits", type=int, help="Weight bits on the device (1..8).")
 @click.option("--scheme", help="Update scheme on the device: direct, mixed, sign or stochastic.")
+@click.option("--forward", help="Where the forward pass computes weight products: host "
+              "(default, with the read-back weights) or device (the backend's crossbar).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
@@ -135,7 +137,7 @@ def train(
                       f" · {sum(p.numel() for p in trainer.network.parameters())} parameters"
                       + ("" if session is None else f" · device {config.backend} "
                          f"({_device_text(session.backend.capabilities())}), scheme "
-                         f"{config.scheme}"))
+                         f"{config.scheme}, products on the {config.forward}"))
     start = time.perf_counter()
     with Progress(
         TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
@@ -229,11 +231,13 @@ def devices(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(listing))
         return
-    table = Table("backend", "weights", "bits", "levels", "tile", "runs on device", "time")
+    table = Table("backend", "weights", "bits", "levels", "tile", "products", "runs on device",
+                  "time")
     for caps in listing:
         table.add_row(caps["name"], caps["weight_format"], _fmt(caps["bits"]),
                       _fmt(caps["levels"]), _fmt(caps["tile_size"]),
-                      ", ".join(caps["neurons"]) or "-", "yes" if caps["time"] else "no")
+                      "yes" if caps["mvm"] else "no", ", ".join(caps["neurons"]) or "-",
+                      "yes" if caps["time"] else "no")
     Console().print(table)
 
 

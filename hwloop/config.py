@@ -67,6 +67,9 @@ class TrainConfig:
         bits: weight bits on the device (1..8; None: the backend's default, float for ideal).
         scheme: how updates reach the device: direct, mixed, sign or stochastic (docs/hil.md).
         threshold: sign scheme: accumulated update, in levels, that fires one pulse.
+        forward: where the forward pass computes its weight products: ``host`` (with the
+            read-back weights) or ``device`` (the backend's ``mvm``: a crossbar's analog
+            products with DAC/ADC and output noise); neurons always run on the host.
         task_options, neuron_options, readout_options, backend_options: options of the task,
             the hidden neuron model, the LI readout and the backend (docs/tasks.md,
             docs/neurons.md, docs/pcm.md).
@@ -99,6 +102,7 @@ class TrainConfig:
     bits: int | None = None
     scheme: str = "direct"
     threshold: float = 1.0
+    forward: str = "host"
     task_options: dict[str, Any] = field(default_factory=dict)
     neuron_options: dict[str, Any] = field(default_factory=dict)
     readout_options: dict[str, Any] = field(default_factory=dict)

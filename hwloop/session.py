@@ -17,6 +17,10 @@ so gradients, evaluation and the kept best weights all see what the device holds
   min(1, |Δw| / level), an unbiased stochastic transfer.
 
 Pulse schemes refresh saturated differential pairs after each update (``Backend.refresh``).
+
+With ``forward="device"`` the forward pass computes every product with a device-held matrix on
+the device (``Backend.mvm``, e.g. the PCM crossbar's analog MVM); gradients flow as if the
+product had been computed exactly with the read-back weights (a straight-through estimate).
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ from torch import Tensor
 from hwloop.backends import Backend, WriteReport, open_backend
 from hwloop.config import TrainConfig
 from hwloop.errors import UserError
-from hwloop.learning.network import SpikingNetwork
+from hwloop.learning.network import Layer, SpikingNetwork
 from hwloop.quantize import symmetric_levels
 
 SCHEMES = ("direct", "mixed", "sign", "stochastic")
+FORWARDS = ("host", "device")
 DEVICE_WEIGHTS = ("w_in", "w_rec", "w_skip")
 
 
@@ -81,6 +86,27 @@ def open_session_backend(config: TrainConfig) -> Backend:
     return open_backend(config.backend, **options)
 
 
+class DeviceProducts:
+    """The ``Crossbar`` of one layer: its products computed by ``backend.mvm``.
+
+    Inputs (..., in) are sent as (batch, in) float64 rows; the result comes back in the inputs'
+    dtype. Where autograd is recording, the result is host + (device − host).detach(), so the
+    value is the device's and the gradient that of the host product with the read-back weights.
+    """
+
+    def __init__(self, backend: Backend, prefix: str) -> None:
+        self.backend, self.prefix = backend, prefix
+
+    def product(self, weight_name: str, inputs: Tensor, weight: Tensor) -> Tensor:
+        rows = _numpy(inputs.reshape(-1, inputs.shape[-1]))
+        outputs = self.backend.mvm(self.prefix + weight_name, rows)
+        device = torch.from_numpy(outputs).to(inputs).reshape(*inputs.shape[:-1], -1)
+        if not (torch.is_grad_enabled() and (inputs.requires_grad or weight.requires_grad)):
+            return device
+        host = inputs @ weight.T
+        return host + (device - host).detach()
+
+
 class HILSession:
     """Drives one backend from a Trainer's optimizer steps.
 
@@ -89,10 +115,13 @@ class HILSession:
     """
 
     def __init__(
-        self, network: SpikingNetwork, backend: Backend, scheme: str, threshold: float, seed: int
+        self, network: SpikingNetwork, backend: Backend, scheme: str, threshold: float, seed: int,
+        forward: str = "host",
     ) -> None:
         if scheme not in SCHEMES:
             raise UserError(f"unknown scheme {scheme!r} (choose from: {', '.join(SCHEMES)})")
+        if forward not in FORWARDS:
+            raise UserError(f"unknown forward {forward!r} (choose from: {', '.join(FORWARDS)})")
         if not threshold > 0:
             raise UserError(f"threshold must be > 0 levels, got {threshold}")
         self.network, self.backend = network, backend
@@ -111,6 +140,13 @@ class HILSession:
         if scheme in ("sign", "stochastic") and not caps.pulses:
             raise UserError(f"scheme {scheme!r} needs a backend with pulse updates; "
                             f"{caps.name!r} has none")
+        if forward == "device":
+            if not caps.mvm:
+                raise UserError(f"backend {caps.name!r} cannot compute products on the device; "
+                                "use forward=host")
+            for prefix, module in network.named_modules():
+                if isinstance(module, Layer):
+                    module.crossbar = DeviceProducts(backend, prefix + ".")
 
     def begin(self) -> None:
         """Program the network's initial weights and load what the device holds."""

@@ -71,6 +71,33 @@ def test_pulse_schemes_write_pulses(scheme: str) -> None:
     assert sum(u.pulses for u in log) > 0
 
 
+@pytest.mark.parametrize("learner", ["hypr", "bptt"])
+def test_device_forward_through_the_exact_device_equals_the_host_forward(learner: str) -> None:
+    host = trained(1, learner=learner, dtype="float64", backend="ideal")
+    device = trained(1, learner=learner, dtype="float64", backend="ideal", forward="device")
+    for name, value in host.network.state_dict().items():
+        torch.testing.assert_close(device.network.state_dict()[name], value, rtol=1e-9, atol=1e-12)
+    assert device.network.hidden[0].crossbar is not None and host.network.hidden[0].crossbar is None
+
+
+def test_device_forward_on_pcm_computes_on_the_crossbar_reproducibly() -> None:
+    first = trained(1, backend="pcm", bits=4, scheme="mixed", forward="device")
+    again = trained(1, backend="pcm", bits=4, scheme="mixed", forward="device")
+    host = trained(1, backend="pcm", bits=4, scheme="mixed")
+    assert same_weights(first, again) and not same_weights(first, host)
+    inputs = first.task.test.inputs[:8].to(first.dtype)
+    with torch.no_grad():
+        analog = first.network(inputs)
+        crossbars = [layer.crossbar for layer in first.network.layers]
+        for layer in first.network.layers:
+            layer.crossbar = None
+        digital = first.network(inputs)
+        for layer, crossbar in zip(first.network.layers, crossbars):
+            layer.crossbar = crossbar
+    assert not torch.equal(analog, digital)  # DAC/ADC and output noise reach the readout
+    assert (analog - digital).abs().mean() < 0.1 * digital.abs().mean()
+
+
 def test_train_command_logs_updates_and_device_state(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = CliRunner().invoke(main, [
@@ -101,6 +128,8 @@ def test_train_command_logs_updates_and_device_state(tmp_path: Path) -> None:
         (["--backend", "pcm", "--bits", "9"], "bits must lie in 1..8"),
         (["--backend", "ideal", "--scheme", "mixed"], "needs a quantizing backend"),
         (["--backend", "pcm://?mode=fast"], "unknown PCM mode"),
+        (["--forward", "device"], "needs a device in the loop"),
+        (["--backend", "pcm", "--forward", "sideways"], "unknown forward 'sideways'"),
     ],
 )
 def test_bad_device_input_is_one_line_and_writes_nothing(
@@ -113,24 +142,26 @@ def test_bad_device_input_is_one_line_and_writes_nothing(
     assert not out.exists()
 
 
-def _train_command(out: Path, backend: str, epochs: int, resume: bool = False) -> list[str]:
+def _train_command(
+    out: Path, backend: str, forward: str, epochs: int, resume: bool = False
+) -> list[str]:
     command = [sys.executable, "-m", "hwloop.cli", "train", "--out", str(out), "--quiet"]
     if resume:
         return command + ["--resume"]
     return command + ["--task", "cue", "--epochs", str(epochs), "--backend", backend,
-                      "--bits", "4", "--scheme", "mixed"]
+                      "--bits", "4", "--scheme", "mixed", "--forward", forward]
 
 
-@pytest.mark.parametrize("backend", ["ideal", "pcm"])
+@pytest.mark.parametrize("backend,forward", [("ideal", "host"), ("pcm", "host"), ("pcm", "device")])
 def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(
-    tmp_path: Path, backend: str
+    tmp_path: Path, backend: str, forward: str
 ) -> None:
     epochs = 6
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    subprocess.run(_train_command(whole, backend, epochs), check=True, env=environment,
+    subprocess.run(_train_command(whole, backend, forward, epochs), check=True, env=environment,
                    capture_output=True)
-    process = subprocess.Popen(_train_command(killed, backend, epochs), env=environment,
+    process = subprocess.Popen(_train_command(killed, backend, forward, epochs), env=environment,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not (killed / RUN_FILE).exists() and process.poll() is None:
         time.sleep(0.01)
@@ -138,7 +169,7 @@ def test_sigkill_then_resume_ends_where_an_uninterrupted_run_ends(
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert len(read_run(killed).epochs) >= 1
-    subprocess.run(_train_command(killed, backend, epochs, resume=True), check=True,
+    subprocess.run(_train_command(killed, backend, forward, epochs, resume=True), check=True,
                    env=environment, capture_output=True)
     first, second = read_run(whole), read_run(killed)
     assert len(second.epochs) == epochs

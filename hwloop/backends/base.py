@@ -32,6 +32,7 @@ class Capabilities:
         neurons: neuron models ``run`` supports on the device (empty: host-side forward only).
         time: whether ``advance_time`` changes what the device holds (drift).
         pulses: whether ``pulse`` (incremental updates) is supported.
+        mvm: whether ``mvm`` computes products with the held weights on the device (a crossbar).
     """
 
     name: str
@@ -42,6 +43,7 @@ class Capabilities:
     neurons: tuple[str, ...] = ()
     time: bool = False
     pulses: bool = False
+    mvm: bool = False
 
 
 @dataclass
@@ -125,6 +127,24 @@ class Backend(ABC):
     def refresh(self, layer: str) -> WriteReport | None:
         """Re-write synapses whose devices ran out of range (None: nothing to do on this device)."""
         return None
+
+    def mvm(self, layer: str, inputs: np.ndarray) -> np.ndarray:
+        """Products with what the device holds: inputs (B, in) → outputs (B, out) = inputs·Wᵀ as
+        the device computes them (only where ``capabilities().mvm``)."""
+        raise NotImplementedError(f"backend {self.name!r} cannot compute products on the device")
+
+    def check_inputs(self, layer: str, inputs: np.ndarray) -> np.ndarray:
+        """Validate ``mvm`` inputs for ``layer``: (batch, in), finite (ValueError)."""
+        if layer not in self.shapes:
+            raise ValueError(f"layer {layer!r} was not declared on backend {self.name!r}")
+        array = np.asarray(inputs, dtype=np.float64)
+        width = self.shapes[layer][1]
+        if array.ndim != 2 or array.shape[1] != width:
+            raise ValueError(f"inputs for layer {layer!r} must be (batch, {width}), "
+                             f"got {array.shape}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"inputs for layer {layer!r} contain NaN or inf")
+        return array
 
     def run(self, inputs: np.ndarray) -> RunRecord:
         """Forward pass on the device (only where ``capabilities().neurons`` is non-empty)."""

@@ -44,10 +44,10 @@ class IdealBackend(Backend):
 
     def capabilities(self) -> Capabilities:
         if self.bits is None:
-            return Capabilities(name=self.name, weight_format="float")
+            return Capabilities(name=self.name, weight_format="float", mvm=True)
         top = 2 ** (self.bits - 1) - 1
         return Capabilities(name=self.name, weight_format="levels", bits=self.bits,
-                            levels=2 * top + 1, pulses=True)
+                            levels=2 * top + 1, pulses=True, mvm=True)
 
     def program(self, layer: str, weights: np.ndarray) -> WriteReport:
         start = time.perf_counter()
@@ -86,6 +86,13 @@ class IdealBackend(Backend):
         if layer not in self.weights:
             raise ValueError(f"layer {layer!r} has not been programmed on backend 'ideal'")
         return self.weights[layer].copy()
+
+    def mvm(self, layer: str, inputs: np.ndarray) -> np.ndarray:
+        """Exact float64 products inputs (B, in) · Wᵀ → (B, out)."""
+        inputs = self.check_inputs(layer, inputs)
+        if layer not in self.weights:
+            raise ValueError(f"layer {layer!r} has not been programmed on backend 'ideal'")
+        return inputs @ self.weights[layer].T
 
     def reset(self) -> None:
         super().reset()

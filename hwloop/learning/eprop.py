@@ -50,21 +50,19 @@ def eprop_reference_gradients(
             state, spike_prev = states[index]
             x = outputs_of[-1]
             skip = network.skip_source(index) if index < len(network.hidden) else None
-            current = x @ layer.w_in.T + layer.bias
-            if skip is not None:
-                current = current + outputs_of[skip] @ layer.w_skip.T
-            feedforward = current
-            if layer.recurrence == "full":
-                current = current + spike_prev @ layer.w_rec.T
-            elif layer.recurrence == "self":
-                current = current + spike_prev * layer.w_rec
+            feedforward = layer.feedforward_current(
+                x, outputs_of[skip] if skip is not None else None
+            )
+            recurrent = layer.recurrent_current(spike_prev)
+            current = feedforward if recurrent is None else feedforward + recurrent
             new_state, spike = layer.model.step(current, state, spike_prev, coeffs)
             jac = layer.model.jacobians(current, state, spike_prev, coeffs)
             dz_ds = jac.dz_ds
             rec_pre = spike_prev
             if official and layer.recurrence != "none":
                 rec_pre = spike
-                recurrent = spike @ layer.w_rec.T if layer.recurrence == "full" else spike * layer.w_rec
+                recurrent = layer.recurrent_current(spike)
+                assert recurrent is not None
                 jac = layer.model.jacobians(feedforward + recurrent, state, spike_prev, coeffs)
             presynaptic = {"w_in": x, "bias": torch.ones_like(x[:, :1])}
             if skip is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterator, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -46,12 +46,25 @@ class LayerRun:
     final_spike: Tensor
 
 
+class Crossbar(Protocol):
+    """A device that computes a layer's weight products (a device-side forward)."""
+
+    def product(self, weight_name: str, inputs: Tensor, weight: Tensor) -> Tensor:
+        """inputs (..., in) · weightᵀ → (..., out), computed by the device that holds the
+        layer's ``weight_name`` (``w_in``, ``w_rec`` or ``w_skip``); ``weight`` is what the host
+        holds of it (the read-back weights, for gradients)."""
+        ...
+
+
 class Layer(nn.Module):
     """One layer of neurons of one model: weights, bias and the model's trainable parameters.
 
     Parameters (PyTorch layout): ``w_in`` (N, M), ``bias`` (N,), ``w_rec`` (N, N) for full or
-    (N,) for self recurrence, ``w_skip`` (N, M_skip), and ``params`` (each (N,)).
+    (N,) for self recurrence, ``w_skip`` (N, M_skip), and ``params`` (each (N,)). With a
+    ``crossbar`` attached, the products with the weight matrices are computed by the device.
     """
+
+    crossbar: Crossbar | None = None
 
     def __init__(
         self,
@@ -90,10 +103,13 @@ class Layer(nn.Module):
 
     def feedforward_current(self, inputs: Tensor, skip_inputs: Tensor | None) -> Tensor:
         """W_in·x + b (+ W_skip·x_skip) for all steps at once: (B, λ, M) -> (B, λ, N)."""
-        current = torch.nn.functional.linear(inputs, self.w_in, self.bias)
+        if self.crossbar is None:
+            current = torch.nn.functional.linear(inputs, self.w_in, self.bias)
+        else:
+            current = self.crossbar.product("w_in", inputs, self.w_in) + self.bias
         if self.w_skip is not None:
             assert skip_inputs is not None, "a layer with skip weights needs skip inputs"
-            current = current + skip_inputs @ self.w_skip.T
+            current = current + self._product("w_skip", skip_inputs, self.w_skip)
         return current
 
     def recurrent_current(self, spike: Tensor) -> Tensor | None:
@@ -101,8 +117,13 @@ class Layer(nn.Module):
         if self.w_rec is None:
             return None
         if self.recurrence == "full":
-            return spike @ self.w_rec.T
+            return self._product("w_rec", spike, self.w_rec)
         return spike * self.w_rec
+
+    def _product(self, name: str, inputs: Tensor, weight: Tensor) -> Tensor:
+        if self.crossbar is None:
+            return inputs @ weight.T
+        return self.crossbar.product(name, inputs, weight)
 
     def initial_state(self, batch_size: int, like: Tensor) -> tuple[State, Tensor]:
         return self.model.initial_state((batch_size, self.size), like)

@@ -151,6 +151,9 @@ def check_config(config: TrainConfig) -> None:
         raise UserError(
             f"unknown optimizer {config.optimizer!r} (choose from: {', '.join(OPTIMIZERS)})"
         )
+    if config.forward != "host" and config.backend == "none":
+        raise UserError(f"forward={config.forward} needs a device in the loop; give a backend "
+                        "(e.g. --backend pcm)")
     if config.prediction not in PREDICTIONS:
         raise UserError(
             f"unknown prediction {config.prediction!r} (choose from: {', '.join(PREDICTIONS)})"
@@ -180,7 +183,7 @@ class Trainer:
         if config.backend != "none":
             self.session = HILSession(
                 self.network, open_session_backend(config), config.scheme, config.threshold,
-                config.seed,
+                config.seed, config.forward,
             )
             self.session.begin()
         self.best_weights: dict[str, Tensor] = copy.deepcopy(self.network.state_dict())

@@ -120,13 +120,16 @@ class PCMBackend(Backend):
         self.rng = TorchNormals(self.seed)
         self.clock = 0.0
         self.arrays: dict[str, PCMArray] = {}
+        # derived from the device state at one clock time; dropped on every write or reset
         self._read_cache: dict[str, tuple[float, np.ndarray]] = {}  # layer → (clock, weights)
+        self._mvm_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
 
     def capabilities(self) -> Capabilities:
         top = 2 ** (self.bits - 1) - 1
         return Capabilities(
             name=self.name, weight_format="conductance_pair", bits=self.bits, levels=2 * top + 1,
             tile_size=(self.periphery.tile, self.periphery.tile), time=True, pulses=True,
+            mvm=True,
         )
 
     # --- writing -------------------------------------------------------------------------
@@ -154,7 +157,7 @@ class PCMBackend(Backend):
         held = self._array(layer)
         steps = self.check_steps(layer, steps)
         fired = apply_set_pulses(held, steps, self.fit, self.pulses, self.clock, self.rng)
-        self._read_cache.pop(layer, None)
+        self._forget(layer)
         touched = steps != 0
         top = 2 ** (self.bits - 1) - 1
         held.levels[touched] = np.clip(np.rint(self._raw(layer) / held.scale), -top, top)[touched]
@@ -192,7 +195,7 @@ class PCMBackend(Backend):
         device_seconds = rows * max(outcome.iterations, 1 if outcome.cells else 0)
         device_seconds *= self.write_cycle_seconds
         self.clock += device_seconds
-        self._read_cache.pop(layer, None)
+        self._forget(layer)
         read = self._raw(layer)
         held.gdc_reference = float(np.abs(read).mean())
         target = held.levels * held.scale
@@ -212,17 +215,18 @@ class PCMBackend(Backend):
 
     def mvm(self, layer: str, inputs: np.ndarray) -> np.ndarray:
         """Analog product inputs (B, in) → outputs (B, out) in weight units, through DAC, the
-        devices' conductances on 256×256 tiles, output noise and ADC."""
-        held = self._array(layer)
-        inputs = np.asarray(inputs, dtype=np.float64)
-        if inputs.ndim != 2 or inputs.shape[1] != self.shapes[layer][1]:
-            raise ValueError(f"inputs for layer {layer!r} must be (batch, {self.shapes[layer][1]}),"
-                             f" got {inputs.shape}")
-        g = held.conductances(self.fit, self.clock)
-        normalised = (g[0] - g[1]) / self.fit.g_max  # (out, in), |·| ≤ ~1
-        outputs = analog_mvm(inputs, normalised, self.periphery, self.rng)
-        factor = self.fit.g_max / self.mapping.step * held.scale.reshape(1, -1)
-        return outputs * factor * self._gdc_factor(layer, self._raw(layer))
+        devices' conductances on 256×256 tiles, output noise and ADC (drift-compensated if
+        ``gdc``, like ``read``)."""
+        inputs = self.check_inputs(layer, inputs)
+        cached = self._mvm_cache.get(layer)
+        if cached is None or cached[0] != self.clock:
+            held, raw = self._array(layer), self._raw(layer)
+            to_weights = self.fit.g_max / self.mapping.step * held.scale  # (1, 1) or (out, 1)
+            normalised = raw / to_weights  # (G+ − G−) / g_max, |·| ≤ ~1
+            factor = to_weights.reshape(1, -1) * self._gdc_factor(layer, raw)
+            cached = (self.clock, normalised, factor)
+            self._mvm_cache[layer] = cached
+        return analog_mvm(inputs, cached[1], self.periphery, self.rng) * cached[2]
 
     def weight_step(self, layer: str) -> np.ndarray:
         return self._array(layer).scale.copy()
@@ -235,6 +239,14 @@ class PCMBackend(Backend):
             cached = (self.clock, self._array(layer).weights(self.fit, self.mapping, self.clock))
             self._read_cache[layer] = cached
         return cached[1]
+
+    def _forget(self, layer: str | None = None) -> None:
+        """Drop what was derived from the device state (one layer, or all)."""
+        for cache in (self._read_cache, self._mvm_cache):
+            if layer is None:
+                cache.clear()
+            else:
+                cache.pop(layer, None)
 
     def _gdc_factor(self, layer: str, raw: np.ndarray) -> float:
         if not self.gdc:
@@ -255,7 +267,7 @@ class PCMBackend(Backend):
     def reset(self) -> None:
         super().reset()
         self.arrays.clear()
-        self._read_cache.clear()
+        self._forget()
 
     def counters(self) -> dict[str, int]:
         """Endurance bookkeeping summed over all layers: device writes, SET pulses, RESETs."""
@@ -277,4 +289,4 @@ class PCMBackend(Backend):
         self.rng.set_state(state["rng"])
         self.shapes = {k: (int(v[0]), int(v[1])) for k, v in state["shapes"].items()}
         self.arrays = {k: PCMArray.from_dict(v) for k, v in state["arrays"].items()}
-        self._read_cache.clear()
+        self._forget()
