@@ -7,8 +7,8 @@
 2. Wall time per training step of HYPR (λ = 10) on the cue task on the host alone and with the
    PCM backend in the loop (4 bits, each scheme; and mixed with the products computed on the
    crossbar, ``forward=device``), measured side by side in this run; the ratio is the HIL
-   overhead (target ≤ 1.5×). Median over the steps of two epochs after a warm-up
-   epoch. Writes benchmarks/results/pcm_hil.json.
+   overhead (target ≤ 1.5×). Median over the steps of three epochs per setting, trained in
+   turn after a warm-up epoch each. Writes benchmarks/results/pcm_hil.json.
 """
 
 from __future__ import annotations
@@ -43,15 +43,22 @@ def program_and_read_ms(spec: str, repeats: int) -> float:
     return 1e3 * median(times)
 
 
-def step_seconds(**device: Any) -> float:
-    config = build_config(None, [], task="cue", neuron="brf", learner="hypr", lam=10, epochs=3,
-                          seed=0, **device)
-    trainer = Trainer(config, make_task(config.task, config.task_options, config.seed))
-    trainer.train_epoch()  # warm-up
-    seconds: list[float] = []
-    for _ in range(2):
-        trainer.train_epoch(lambda metrics: seconds.append(metrics.seconds))
-    return median(seconds)
+def step_seconds(devices: dict[str, dict[str, Any]], rounds: int = 3) -> dict[str, float]:
+    """Median wall time per training step for each device setting (name → config values).
+    After one warm-up epoch each, the settings train one epoch in turn, ``rounds`` times, so
+    that a slow spell of the machine hits them all alike."""
+    trainers = {}
+    for name, device in devices.items():
+        config = build_config(None, [], task="cue", neuron="brf", learner="hypr", lam=10,
+                              epochs=rounds + 1, seed=0, **device)
+        trainer = Trainer(config, make_task(config.task, config.task_options, config.seed))
+        trainer.train_epoch()  # warm-up
+        trainers[name] = trainer
+    seconds: dict[str, list[float]] = {name: [] for name in devices}
+    for _ in range(rounds):
+        for name, trainer in trainers.items():
+            trainer.train_epoch(lambda metrics, name=name: seconds[name].append(metrics.seconds))
+    return {name: median(values) for name, values in seconds.items()}
 
 
 def main() -> None:
@@ -59,26 +66,26 @@ def main() -> None:
         "statistical": program_and_read_ms("pcm", 50),
         "verify": program_and_read_ms("pcm://?mode=verify", 5),
     }
-    host = step_seconds()
-    schemes = {
-        scheme: step_seconds(backend="pcm", bits=4, scheme=scheme, threshold=0.5)
-        for scheme in ("direct", "mixed", "sign", "stochastic")
-    }
-    schemes["mixed, forward device"] = step_seconds(backend="pcm", bits=4, scheme="mixed",
-                                                    forward="device")
+    settings: dict[str, dict[str, Any]] = {"host only": {}}
+    for scheme in ("direct", "mixed", "sign", "stochastic"):
+        settings[f"pcm 4-bit, {scheme}"] = dict(backend="pcm", bits=4, scheme=scheme, threshold=0.5)
+    settings["pcm 4-bit, mixed, forward device"] = dict(backend="pcm", bits=4, scheme="mixed",
+                                                        forward="device")
+    steps = step_seconds(settings)
+    host = steps.pop("host only")
     print(f"{'256×256 program + read back':<32}{'ms':>10}")
     for mode, ms in writes.items():
         print(f"{mode:<32}{ms:>10.2f}")
     print(f"\n{'training step (cue, HYPR λ=10)':<36}{'ms':>10}{'× host':>10}")
     print(f"{'host only':<36}{1e3 * host:>10.2f}{1.0:>10.2f}")
-    for scheme, seconds in schemes.items():
-        print(f"{'pcm 4-bit, ' + scheme:<36}{1e3 * seconds:>10.2f}{seconds / host:>10.2f}")
+    for name, seconds in steps.items():
+        print(f"{name:<36}{1e3 * seconds:>10.2f}{seconds / host:>10.2f}")
     RESULTS.mkdir(exist_ok=True)
     payload = {
         "machine": platform.processor() or platform.machine(),
         "program_and_read_ms": writes,
-        "step_ms": {"host": 1e3 * host, **{k: 1e3 * v for k, v in schemes.items()}},
-        "overhead": {k: v / host for k, v in schemes.items()},
+        "step_ms": {"host only": 1e3 * host, **{k: 1e3 * v for k, v in steps.items()}},
+        "overhead": {k: v / host for k, v in steps.items()},
     }
     (RESULTS / "pcm_hil.json").write_text(json.dumps(payload, indent=2))
 

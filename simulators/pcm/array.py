@@ -119,13 +119,13 @@ def program_statistical(
 ) -> ProgramOutcome:
     """One-shot programming of both devices of the ``cells`` mask to ``levels`` (out, in):
     g = max(0, g_T + σ_prog(g_T)·ξ), the result of a converged program-and-verify loop."""
-    written = levels[cells]
-    magnitudes = np.stack([np.maximum(written, 0), np.maximum(-written, 0)])  # (2, k) per device
+    count = int(cells.sum())
+    written = levels if count == cells.size else levels[cells]  # all cells: no masked copies
+    magnitudes = np.stack([np.maximum(written, 0), np.maximum(-written, 0)])  # level per device
     g_levels = mapping.g_min + np.arange(mapping.top + 1) * mapping.step  # as to_conductances
     programmed, nu = fit.program_levels(g_levels, magnitudes, rng)
     _store_write(array, cells, programmed, fit, now, rng, nu=nu)
-    array.levels[cells] = written
-    count = int(cells.sum())
+    np.copyto(array.levels, levels, where=cells)
     return ProgramOutcome(cells=count, set_pulses=0, resets=0, iterations=1 if count else 0,
                           failures=0)
 
@@ -212,7 +212,8 @@ def _store_write(
     array: PCMArray, cells: np.ndarray, programmed: np.ndarray, fit: DeviceFit, now: float,
     rng: NormalSource, nu: np.ndarray | None = None,
 ) -> None:
-    """Record a write of both devices of ``cells``: programmed (2, k) conductances."""
+    """Record a write of both devices of ``cells``: programmed (2, ...) conductances, in the
+    order of the pair mask (2, out, in)."""
     pair = np.stack([cells, cells])
     _store_devices(array, pair, programmed.ravel(), fit, now, rng,
                    nu=None if nu is None else nu.ravel())
@@ -232,11 +233,12 @@ def _store_devices(
         array.g_programmed = programmed.reshape(shape)
         array.nu, array.flicker = nu.reshape(shape), flicker.reshape(shape)
         array.t_programmed = np.full(shape, now)
+        array.writes += 1
     else:
         array.g_programmed[devices] = programmed
         array.nu[devices], array.flicker[devices] = nu, flicker
         array.t_programmed[devices] = now
-    array.writes += devices
+        array.writes[devices] += 1
 
 
 def _copy(value: object) -> object:

@@ -202,7 +202,7 @@ class PCMBackend(Backend):
         return WriteReport(
             layer=layer, cells_programmed=outcome.cells, pulses=outcome.set_pulses,
             iterations=outcome.iterations, failures=outcome.failures,
-            write_error=float(np.abs(read - target)[cells].mean()) if cells.any() else 0.0,
+            write_error=_mean_over(np.abs(read - target), cells),
             device_seconds=device_seconds, wall_seconds=time.perf_counter() - start,
         )
 
@@ -290,3 +290,11 @@ class PCMBackend(Backend):
         self.shapes = {k: (int(v[0]), int(v[1])) for k, v in state["shapes"].items()}
         self.arrays = {k: PCMArray.from_dict(v) for k, v in state["arrays"].items()}
         self._forget()
+
+
+def _mean_over(values: np.ndarray, cells: np.ndarray) -> float:
+    """Mean of ``values`` over the ``cells`` mask (0 for an empty mask)."""
+    count = int(cells.sum())
+    if count == 0:
+        return 0.0
+    return float(values.mean() if count == cells.size else values[cells].mean())

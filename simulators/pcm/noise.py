@@ -110,21 +110,26 @@ class DeviceFit(ABC):
     ) -> np.ndarray:
         """g(t) of devices programmed to g_prog with exponents ν and ``flicker`` (from
         ``flicker``), ``seconds_since_programming`` ≥ 0 after their programming (a number when
-        all were programmed at once, which saves the per-device logarithm)."""
+        all were programmed at once, which saves the per-device logarithm).
+
+        Programmed conductances are ≥ 0, so g_drift + |g_drift|·σ·ξ'' = g_prog·r with the
+        relative factor r = (t/t0)^(−ν)·(1 + σ(t)·flicker), formed in the dtype of ν and flicker.
+        """
         if np.ndim(seconds_since_programming) == 0:
             t = float(seconds_since_programming) + self.t0
+            sigma = np.sqrt(np.log((t + self.t_read) / (2.0 * self.t_read)))
+            relative = flicker * np.asarray(sigma, dtype=flicker.dtype)
+            relative += 1
             log_drift = float(np.log(t / self.t0))
-            drifted = g_programmed if log_drift == 0.0 else (
-                g_programmed * np.exp(np.float32(-log_drift) * nu))
-            sigma = float(np.sqrt(np.log((t + self.t_read) / (2.0 * self.t_read))))
+            if log_drift != 0.0:
+                relative *= np.exp(np.asarray(-log_drift, dtype=nu.dtype) * nu)
         else:
             t = np.asarray(seconds_since_programming, dtype=np.float64) + self.t0
-            drifted = g_programmed * np.exp(-nu * np.log(t / self.t0))
-            sigma = np.sqrt(np.log((t + self.t_read) / (2.0 * self.t_read)))
-        noisy = np.abs(drifted)
-        noisy *= sigma * flicker
-        noisy += drifted
-        return np.maximum(noisy, 0.0, out=noisy)
+            relative = flicker * np.sqrt(np.log((t + self.t_read) / (2.0 * self.t_read)))
+            relative += 1
+            relative *= np.exp(-nu * np.log(t / self.t0))
+        conductance = g_programmed * relative
+        return np.maximum(conductance, 0.0, out=conductance)
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,8 @@ class PCMLikeFit(DeviceFit):
     def read_noise_q(self, g_programmed: np.ndarray) -> np.ndarray:
         # min(0.0088 / max(r^0.65, 1e-3), 0.2) = min(0.0088·r^−0.65, 0.2), as exp(−0.65 ln r)
         # in float32 (a noise amplitude; four times faster than a float64 power)
-        q = (np.abs(g_programmed) / self.g_max).astype(np.float32)
+        q = np.abs(g_programmed.astype(np.float32))
+        q *= np.float32(1 / self.g_max)
         with np.errstate(divide="ignore"):  # r = 0 → ln r = −inf → q = inf → capped at 0.2
             np.log(q, out=q)
         q *= np.float32(-0.65)
