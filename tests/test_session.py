@@ -24,7 +24,9 @@ from hwloop.tasks import make_task
 
 
 def trained(epochs: int, **values: object) -> Trainer:
-    config = build_config(None, [], task="cue", neuron="brf", epochs=epochs, seed=0, **values)
+    """A Trainer on the cue task after ``epochs`` epochs (0: just built, weights programmed)."""
+    config = build_config(None, [], task="cue", neuron="brf", epochs=max(epochs, 1), seed=0,
+                          **values)
     trainer = Trainer(config, make_task(config.task, config.task_options, config.seed))
     for _ in range(epochs):
         trainer.train_epoch()
@@ -69,6 +71,65 @@ def test_pulse_schemes_write_pulses(scheme: str) -> None:
     run = trained(1, backend="pcm", bits=4, scheme=scheme, threshold=0.2)
     log = run.session.updates  # type: ignore[union-attr]
     assert sum(u.pulses for u in log) > 0
+
+
+def one_update(trainer: Trainer, change_in_levels: float) -> dict[str, tuple[np.ndarray, ...]]:
+    """Move every device weight by ``change_in_levels`` levels through one session update;
+    returns layer → (levels before, levels after) of what the device holds."""
+    session = trainer.session
+    assert session is not None
+    before, after = {}, {}
+    session.before_update()
+    for name, parameter in session.layers.items():
+        step = session.backend.weight_step(name)
+        before[name] = np.rint(parameter.detach().double().numpy() / step)
+        with torch.no_grad():
+            parameter += torch.from_numpy(change_in_levels * step).to(parameter.dtype)
+    session.after_update(1)
+    for name, parameter in session.layers.items():
+        held = parameter.detach().double().numpy() / session.backend.weight_step(name)
+        after[name] = np.rint(held)  # float32 parameters: levels to within 1e-7
+        np.testing.assert_allclose(held, after[name], atol=1e-5)
+    return {name: (before[name], after[name]) for name in before}
+
+
+def test_sign_scheme_fires_one_pulse_per_threshold_crossing() -> None:
+    trainer = trained(0, backend="ideal", bits=4, scheme="sign", threshold=0.5)
+    top = 7
+    below = one_update(trainer, 0.4)  # under the threshold: accumulated, nothing fired
+    for levels, moved in below.values():
+        np.testing.assert_array_equal(moved, levels)
+    crossed = one_update(trainer, 0.4)  # 0.8 accumulated: one level up, where there is room
+    for levels, moved in crossed.values():
+        np.testing.assert_array_equal(moved, np.minimum(levels + 1, top))
+    assert trainer.session.updates[-1].cells > 0  # type: ignore[union-attr]
+
+
+def test_mixed_scheme_transfers_whole_levels_from_its_accumulator() -> None:
+    trainer = trained(0, backend="ideal", bits=4, scheme="mixed")
+    for _ in range(2):  # 0.4, then 0.8 levels accumulated: below one level, nothing written
+        for levels, moved in one_update(trainer, 0.4).values():
+            np.testing.assert_array_equal(moved, levels)
+    for levels, moved in one_update(trainer, 0.4).values():  # 1.2: one level transferred
+        np.testing.assert_array_equal(moved, np.minimum(levels + 1, 7))
+    session = trainer.session
+    assert session is not None
+    for name, accumulator in session.accumulators.items():
+        step = np.asarray(session.backend.weight_step(name))
+        room = session.targets[name] < 7
+        np.testing.assert_allclose((accumulator / step)[room], 0.2, atol=1e-4)  # 1.2 − 1
+
+
+def test_stochastic_scheme_transfers_updates_without_bias() -> None:
+    trainer = trained(0, backend="ideal", bits=4, scheme="stochastic")
+    moved = total = 0
+    for levels, after in one_update(trainer, 0.3).values():
+        room = levels < 7
+        steps = (after - levels)[room]
+        assert set(np.unique(steps)) <= {0.0, 1.0}
+        moved, total = moved + int(steps.sum()), total + int(room.sum())
+    assert total > 2000
+    assert moved / total == pytest.approx(0.3, abs=0.03)  # E[pulses] = |Δw| / level
 
 
 @pytest.mark.parametrize("learner", ["hypr", "bptt"])
