@@ -89,8 +89,8 @@ def open_session_backend(config: TrainConfig) -> Backend:
 class DeviceProducts:
     """The ``Crossbar`` of one layer: its products computed by ``backend.mvm``.
 
-    Inputs (..., in) are sent as (batch, in) float64 rows; the result comes back in the inputs'
-    dtype. Where autograd is recording, the result is host + (device − host).detach(), so the
+    Inputs (..., in) are sent as (batch, in) float64 rows; the result comes back in the
+    weight's dtype. Where autograd is recording, the result is host + (device − host).detach(), so the
     value is the device's and the gradient that of the host product with the read-back weights.
     """
 
@@ -100,7 +100,8 @@ class DeviceProducts:
     def product(self, weight_name: str, inputs: Tensor, weight: Tensor) -> Tensor:
         rows = _numpy(inputs.reshape(-1, inputs.shape[-1]))
         outputs = self.backend.mvm(self.prefix + weight_name, rows)
-        device = torch.from_numpy(outputs).to(inputs).reshape(*inputs.shape[:-1], -1)
+        device = torch.from_numpy(outputs).to(device=weight.device, dtype=weight.dtype)
+        device = device.reshape(*inputs.shape[:-1], -1)
         if not (torch.is_grad_enabled() and (inputs.requires_grad or weight.requires_grad)):
             return device
         host = inputs @ weight.T
