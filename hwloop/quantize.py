@@ -36,6 +36,11 @@ def symmetric_levels(
     return levels, scale
 
 
+def top_level(bits: int) -> int:
+    """L = 2^(bits−1) − 1: the largest level of a symmetric signed n-bit format (7 at 4 bits)."""
+    return 2 ** (bits - 1) - 1
+
+
 ROUNDINGS = ("nearest", "stochastic")
 CLIP_POLICIES = ("saturate", "wrap", "error")
 
@@ -53,7 +58,7 @@ def level_scale(
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must lie in 1..8, got {bits}")
     weights = np.asarray(weights, dtype=np.float64)
-    top = max(2 ** (bits - 1) - 1, 1)
+    top = max(top_level(bits), 1)
     peak = np.abs(weights).max(axis=1, keepdims=True) if per_channel else (
         np.abs(weights).max(keepdims=True).reshape(1, 1)
     )
@@ -132,7 +137,7 @@ def quantize_levels(
         rounded = stochastic_round(values, rng)
     else:
         rounded = np.rint(values)
-    return _clip_integers(rounded, 2 ** (bits - 1) - 1, clip)
+    return _clip_integers(rounded, top_level(bits), clip)
 
 
 @dataclass(frozen=True)
@@ -152,18 +157,22 @@ class ConductanceMap:
 
     @property
     def top(self) -> int:
-        return 2 ** (self.bits - 1) - 1
+        return top_level(self.bits)
 
     @property
     def step(self) -> float:
         """Conductance per level (µS)."""
         return (self.g_max - self.g_min) / self.top
 
+    def device_levels(self) -> np.ndarray:
+        """(L + 1,) conductance of one device at magnitude 0..L: g_min + m·Δg (µS)."""
+        return self.g_min + np.arange(self.top + 1) * self.step
+
     def to_conductances(self, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Target (G+, G−) for integer levels (same shape)."""
         levels = np.asarray(levels)
-        return (self.g_min + np.maximum(levels, 0) * self.step,
-                self.g_min + np.maximum(-levels, 0) * self.step)
+        table = self.device_levels()
+        return table[np.maximum(levels, 0)], table[np.maximum(-levels, 0)]
 
     def to_levels(self, g_plus: np.ndarray, g_minus: np.ndarray) -> np.ndarray:
         """Nearest level of a pair's difference, clipped to ±L (int64)."""
@@ -213,7 +222,7 @@ def mantissa_exponent(weights: np.ndarray, mantissa_bits: int = 8) -> tuple[np.n
     weights = np.asarray(weights, dtype=np.float64)
     if not np.isfinite(weights).all():
         raise ValueError("cannot convert NaN or inf weights")
-    top = 2 ** (mantissa_bits - 1) - 1
+    top = top_level(mantissa_bits)
     peak = float(np.abs(weights).max(initial=0.0))
     if peak == 0.0:
         return np.zeros(weights.shape, dtype=np.int64), 0

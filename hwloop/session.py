@@ -36,7 +36,7 @@ from hwloop.backends import Backend, WriteReport, open_backend
 from hwloop.config import TrainConfig
 from hwloop.errors import UserError
 from hwloop.learning.network import Layer, SpikingNetwork
-from hwloop.quantize import symmetric_levels
+from hwloop.quantize import symmetric_levels, top_level
 
 SCHEMES = ("direct", "mixed", "sign", "stochastic")
 FORWARDS = ("host", "device")
@@ -190,7 +190,7 @@ class HILSession:
             return [self.backend.program(name, _numpy(parameter))]
         level = np.asarray(self.backend.weight_step(name))
         delta = _numpy(parameter) - _numpy(self.before[name])
-        top = 2 ** (self._bits() - 1) - 1
+        top = top_level(self._bits())
         if self.scheme == "mixed":
             accumulator = self.accumulators[name] + delta
             transfer = np.trunc(accumulator / level)

@@ -143,6 +143,20 @@ def test_drift_lowers_weights_and_compensation_restores_their_scale() -> None:
     assert np.abs(compensated.read("layer")).mean() == pytest.approx(fresh, rel=1e-9)
 
 
+def test_a_write_that_changes_nothing_keeps_the_drift_compensation() -> None:
+    weights = np.random.default_rng(9).normal(size=(32, 32))
+    backend = PCMBackend(seed=1)
+    backend.declare("layer", weights.shape)
+    backend.program("layer", weights)
+    backend.advance_time(30 * 86_400.0)
+    drifted = backend.read("layer")
+    report = backend.program("layer", weights)  # same levels: nothing is written
+    assert report.cells_programmed == 0 and report.device_seconds == 0.0
+    np.testing.assert_array_equal(backend.read("layer"), drifted)  # GDC reference kept
+    assert backend.refresh("layer").cells_programmed == 0
+    np.testing.assert_array_equal(backend.read("layer"), drifted)
+
+
 def test_only_changed_levels_are_reprogrammed() -> None:
     backend = PCMBackend(seed=0)
     weights = np.random.default_rng(6).normal(size=(16, 16))
@@ -163,8 +177,14 @@ def test_pulses_move_weights_and_refresh_frees_saturated_pairs() -> None:
     before = backend.read("layer")
     up = np.zeros((8, 8), dtype=np.int64)
     up[0, 1] = 3
-    backend.pulse("layer", up)
+    report = backend.pulse("layer", up)
     assert backend.read("layer")[0, 1] > before[0, 1]
+    held = backend.arrays["layer"]
+    reached = np.rint(backend.read("layer")[0, 1] / held.scale[0, 0])
+    assert held.levels[0, 1] == reached  # the level it now holds, not the one aimed at (3)
+    assert report.cells_programmed == 1 and report.pulses == 3
+    assert report.write_error == pytest.approx(abs(backend.read("layer")[0, 1] - 3 * held.scale[0, 0]))
+    assert backend.pulse("layer", np.zeros((8, 8), dtype=np.int64)).cells_programmed == 0
     both = np.full((8, 8), 12, dtype=np.int64)
     backend.pulse("layer", both)
     backend.pulse("layer", -both)  # both devices of every pair are now high

@@ -134,17 +134,13 @@ class Backend(ABC):
         raise NotImplementedError(f"backend {self.name!r} cannot compute products on the device")
 
     def check_inputs(self, layer: str, inputs: np.ndarray) -> np.ndarray:
-        """Validate ``mvm`` inputs for ``layer``: (batch, in), finite (ValueError)."""
-        if layer not in self.shapes:
-            raise ValueError(f"layer {layer!r} was not declared on backend {self.name!r}")
+        """Validate ``mvm`` inputs for ``layer``: declared, (batch, in), finite (ValueError)."""
         array = np.asarray(inputs, dtype=np.float64)
-        width = self.shapes[layer][1]
+        width = self._declared(layer)[1]
         if array.ndim != 2 or array.shape[1] != width:
             raise ValueError(f"inputs for layer {layer!r} must be (batch, {width}), "
                              f"got {array.shape}")
-        if not np.isfinite(array).all():
-            raise ValueError(f"inputs for layer {layer!r} contain NaN or inf")
-        return array
+        return _finite(array, f"inputs for layer {layer!r}")
 
     def run(self, inputs: np.ndarray) -> RunRecord:
         """Forward pass on the device (only where ``capabilities().neurons`` is non-empty)."""
@@ -168,28 +164,30 @@ class Backend(ABC):
 
     def check_weights(self, layer: str, weights: np.ndarray) -> np.ndarray:
         """Validate weights for ``layer``: declared, matching shape, finite (ValueError)."""
-        if layer not in self.shapes:
-            raise ValueError(f"layer {layer!r} was not declared on backend {self.name!r}")
-        array = np.asarray(weights, dtype=np.float64)
-        if array.shape != self.shapes[layer]:
-            raise ValueError(
-                f"weights for layer {layer!r} have shape {array.shape}, "
-                f"the layer holds {self.shapes[layer]}"
-            )
-        if not np.isfinite(array).all():
-            raise ValueError(f"weights for layer {layer!r} contain NaN or inf")
-        return array
+        array = self._matching(layer, np.asarray(weights, dtype=np.float64), "weights")
+        return _finite(array, f"weights for layer {layer!r}")
 
     def check_steps(self, layer: str, steps: np.ndarray) -> np.ndarray:
         """Validate integer pulse steps for ``layer``: declared, matching shape (ValueError)."""
-        if layer not in self.shapes:
-            raise ValueError(f"layer {layer!r} was not declared on backend {self.name!r}")
-        array = np.asarray(steps)
-        if array.shape != self.shapes[layer]:
-            raise ValueError(
-                f"steps for layer {layer!r} have shape {array.shape}, "
-                f"the layer holds {self.shapes[layer]}"
-            )
+        array = self._matching(layer, np.asarray(steps), "steps")
         if not np.issubdtype(array.dtype, np.integer):
             raise ValueError(f"steps for layer {layer!r} must be integers, got {array.dtype}")
         return array.astype(np.int64)
+
+    def _declared(self, layer: str) -> tuple[int, int]:
+        if layer not in self.shapes:
+            raise ValueError(f"layer {layer!r} was not declared on backend {self.name!r}")
+        return self.shapes[layer]
+
+    def _matching(self, layer: str, array: np.ndarray, what: str) -> np.ndarray:
+        shape = self._declared(layer)
+        if array.shape != shape:
+            raise ValueError(f"{what} for layer {layer!r} have shape {array.shape}, "
+                             f"the layer holds {shape}")
+        return array
+
+
+def _finite(array: np.ndarray, what: str) -> np.ndarray:
+    if not np.isfinite(array).all():
+        raise ValueError(f"{what} contain NaN or inf")
+    return array

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from hwloop.backends.base import Backend, Capabilities, WriteReport
-from hwloop.quantize import DEFAULT_RANGE_FACTOR, level_scale, symmetric_levels
+from hwloop.quantize import DEFAULT_RANGE_FACTOR, level_scale, symmetric_levels, top_level
 
 
 class IdealBackend(Backend):
@@ -45,7 +45,7 @@ class IdealBackend(Backend):
     def capabilities(self) -> Capabilities:
         if self.bits is None:
             return Capabilities(name=self.name, weight_format="float", mvm=True)
-        top = 2 ** (self.bits - 1) - 1
+        top = top_level(self.bits)
         return Capabilities(name=self.name, weight_format="levels", bits=self.bits,
                             levels=2 * top + 1, pulses=True, mvm=True)
 
@@ -67,7 +67,7 @@ class IdealBackend(Backend):
         start = time.perf_counter()
         steps = self.check_steps(layer, steps)
         scale = self.scales[layer]
-        top = 2 ** (self.bits - 1) - 1
+        top = top_level(self.bits)
         levels = np.clip(np.rint(self.read(layer) / scale) + steps, -top, top)
         return self._store(layer, levels * scale, start)
 

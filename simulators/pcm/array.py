@@ -122,8 +122,7 @@ def program_statistical(
     count = int(cells.sum())
     written = levels if count == cells.size else levels[cells]  # all cells: no masked copies
     magnitudes = np.stack([np.maximum(written, 0), np.maximum(-written, 0)])  # level per device
-    g_levels = mapping.g_min + np.arange(mapping.top + 1) * mapping.step  # as to_conductances
-    programmed, nu = fit.program_levels(g_levels, magnitudes, rng)
+    programmed, nu = fit.program_levels(mapping.device_levels(), magnitudes, rng)
     _store_write(array, cells, programmed, fit, now, rng, nu=nu)
     np.copyto(array.levels, levels, where=cells)
     return ProgramOutcome(cells=count, set_pulses=0, resets=0, iterations=1 if count else 0,
@@ -181,7 +180,7 @@ def program_verify(
     array.since_reset[pair_cells] = since_reset.ravel()
     array.set_pulses[pair_cells] += set_count.ravel()
     array.resets[pair_cells] += reset_count.ravel()
-    array.levels[cells] = levels[cells]
+    np.copyto(array.levels, levels, where=cells)
     return ProgramOutcome(
         cells=count, set_pulses=int(set_count.sum()), resets=int(reset_count.sum()),
         iterations=iterations, failures=int((~done).sum()),
@@ -194,8 +193,7 @@ def apply_set_pulses(
 ) -> int:
     """Gradual SET: |steps| pulses on G+ where steps > 0, on G− where steps < 0 (out, in).
     The pulses act on the devices' present conductance (drift included); returns pulses fired."""
-    present = array.conductances(fit, now)
-    g = present.copy()
+    g = array.conductances(fit, now)
     remaining = np.stack([np.maximum(steps, 0), np.maximum(-steps, 0)]).astype(np.int64)
     touched = remaining > 0
     while (remaining > 0).any():

@@ -16,7 +16,13 @@ from typing import Any
 import numpy as np
 
 from hwloop.backends.base import Backend, Capabilities, WriteReport
-from hwloop.quantize import DEFAULT_RANGE_FACTOR, ConductanceMap, level_scale, symmetric_levels
+from hwloop.quantize import (
+    DEFAULT_RANGE_FACTOR,
+    ConductanceMap,
+    level_scale,
+    symmetric_levels,
+    top_level,
+)
 from simulators.pcm.array import (
     PCMArray,
     ProgramOutcome,
@@ -125,7 +131,7 @@ class PCMBackend(Backend):
         self._mvm_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
 
     def capabilities(self) -> Capabilities:
-        top = 2 ** (self.bits - 1) - 1
+        top = top_level(self.bits)
         return Capabilities(
             name=self.name, weight_format="conductance_pair", bits=self.bits, levels=2 * top + 1,
             tile_size=(self.periphery.tile, self.periphery.tile), time=True, pulses=True,
@@ -152,18 +158,26 @@ class PCMBackend(Backend):
 
     def pulse(self, layer: str, steps: np.ndarray) -> WriteReport:
         """Gradual SET pulses: steps[i, j] > 0 fires that many on G+, < 0 on G− (depression by
-        potentiating the partner device). Levels are re-read afterwards."""
+        potentiating the partner device). The write error is measured against the levels the
+        pulses aim at (held level + steps); afterwards each pulsed synapse holds the nearest
+        level of what it reads."""
         start = time.perf_counter()
         held = self._array(layer)
         steps = self.check_steps(layer, steps)
-        fired = apply_set_pulses(held, steps, self.fit, self.pulses, self.clock, self.rng)
-        self._forget(layer)
+        top = top_level(self.bits)
         touched = steps != 0
-        top = 2 ** (self.bits - 1) - 1
-        held.levels[touched] = np.clip(np.rint(self._raw(layer) / held.scale), -top, top)[touched]
+        if not touched.any():
+            return _nothing_written(layer, start)
+        # the report's target: the levels the pulses aim at
+        np.copyto(held.levels, np.clip(held.levels + steps, -top, top), where=touched)
+        fired = apply_set_pulses(held, steps, self.fit, self.pulses, self.clock, self.rng)
         outcome = ProgramOutcome(cells=int(touched.sum()), set_pulses=fired, resets=0,
-                                 iterations=1 if fired else 0, failures=0)
-        return self._report(layer, outcome, touched, start)
+                                 iterations=1, failures=0)
+        report = self._report(layer, outcome, touched, start)
+        # afterwards the synapses hold the nearest level of what they read (the read is cached)
+        reached = np.clip(np.rint(self._raw(layer) / held.scale), -top, top).astype(np.int64)
+        np.copyto(held.levels, reached, where=touched)
+        return report
 
     def refresh(self, layer: str) -> WriteReport:
         """Re-program pairs whose larger device exceeds ``refresh_threshold`` µS while their
@@ -174,8 +188,7 @@ class PCMBackend(Backend):
         threshold = self.refresh_threshold
         g = held.conductances(self.fit, self.clock)
         cells = (g.max(axis=0) > threshold) & (np.abs(g[0] - g[1]) < threshold / 4)
-        levels = held.levels.copy()
-        outcome = self._write(held, cells, levels)
+        outcome = self._write(held, cells, held.levels)
         return self._report(layer, outcome, cells, start)
 
     def _write(self, held: PCMArray, cells: np.ndarray, levels: np.ndarray) -> ProgramOutcome:
@@ -190,10 +203,11 @@ class PCMBackend(Backend):
     def _report(
         self, layer: str, outcome: ProgramOutcome, cells: np.ndarray, start: float
     ) -> WriteReport:
+        if outcome.cells == 0:  # nothing written: the device, its clock and GDC are unchanged
+            return _nothing_written(layer, start)
         held = self.arrays[layer]
         rows = int(cells.any(axis=1).sum())
-        device_seconds = rows * max(outcome.iterations, 1 if outcome.cells else 0)
-        device_seconds *= self.write_cycle_seconds
+        device_seconds = rows * max(outcome.iterations, 1) * self.write_cycle_seconds
         self.clock += device_seconds
         self._forget(layer)
         read = self._raw(layer)
@@ -202,7 +216,7 @@ class PCMBackend(Backend):
         return WriteReport(
             layer=layer, cells_programmed=outcome.cells, pulses=outcome.set_pulses,
             iterations=outcome.iterations, failures=outcome.failures,
-            write_error=_mean_over(np.abs(read - target), cells),
+            write_error=_mean_over(np.abs(read - target), cells, outcome.cells),
             device_seconds=device_seconds, wall_seconds=time.perf_counter() - start,
         )
 
@@ -292,9 +306,11 @@ class PCMBackend(Backend):
         self._forget()
 
 
-def _mean_over(values: np.ndarray, cells: np.ndarray) -> float:
-    """Mean of ``values`` over the ``cells`` mask (0 for an empty mask)."""
-    count = int(cells.sum())
-    if count == 0:
-        return 0.0
+def _mean_over(values: np.ndarray, cells: np.ndarray, count: int) -> float:
+    """Mean of ``values`` over the ``cells`` mask, which holds ``count`` > 0 cells."""
     return float(values.mean() if count == cells.size else values[cells].mean())
+
+
+def _nothing_written(layer: str, start: float) -> WriteReport:
+    return WriteReport(layer=layer, cells_programmed=0, iterations=0,
+                       wall_seconds=time.perf_counter() - start)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwloop.quantize import top_level
 from simulators.pcm.normals import NormalSource
 
 
@@ -35,7 +36,7 @@ class AnalogPeriphery:
 
 def quantize_signed(values: np.ndarray, bound: float, bits: int) -> np.ndarray:
     """Clip to ±bound and round to the 2^(bits−1) − 1 steps per sign of a signed converter."""
-    steps = 2 ** (bits - 1) - 1
+    steps = top_level(bits)
     resolution = bound / steps
     return np.rint(np.clip(values, -bound, bound) / resolution) * resolution
 
