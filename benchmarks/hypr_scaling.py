@@ -67,7 +67,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from hwloop.config import build_config
     from hwloop.learning.bptt import BPTT
     from hwloop.learning.hypr import HYPR
-    from hwloop.learning.training import make_network
+    from hwloop.trainer import make_network
     from hwloop.tasks import CueOptions, generate_cue, make_task
 
     steps = spec["T"]

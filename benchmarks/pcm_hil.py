@@ -24,7 +24,7 @@ import numpy as np
 
 from hwloop.backends import open_backend
 from hwloop.config import build_config
-from hwloop.learning.training import Trainer
+from hwloop.trainer import Trainer
 from hwloop.tasks import make_task
 
 RESULTS = Path(__file__).parent / "results"

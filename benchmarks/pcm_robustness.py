@@ -26,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from hwloop.config import build_config  # noqa: E402
-from hwloop.learning.training import Trainer  # noqa: E402
+from hwloop.trainer import Trainer  # noqa: E402
 from hwloop.tasks import make_task  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

@@ -22,7 +22,7 @@ import hwloop
 from hwloop.backends import available_backends, open_backend
 from hwloop.config import build_config, load_config_file
 from hwloop.errors import UserError
-from hwloop.learning.training import EpochMetrics, StepMetrics, Trainer
+from hwloop.trainer import EpochMetrics, StepMetrics, Trainer
 from hwloop.plots import plot_curves
 from hwloop.runs import RUN_FILE, device_summary, now_iso, read_run, record_summary, write_run
 from hwloop.tasks import make_task

@@ -4,6 +4,7 @@ errors that name the bad key or value."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Mapping, TypeVar
@@ -19,8 +20,9 @@ def build_options(cls: type[OptionsT], values: Mapping[str, Any], what: str) -> 
     """Instantiate the dataclass ``cls`` from ``values``; ``what`` names it in errors.
 
     Checks every value against the field's annotation (int, float, bool, str, ``X | None``,
-    ``tuple[float, float]``, ``list[int]``); ints are accepted where floats are expected.
-    Errors raised by the dataclass's own checks (ValueError, UserError) are prefixed by ``what``.
+    ``tuple[float, float]``, ``list[int]``); ints are accepted where floats are expected, and
+    floats must be finite. Errors raised by the dataclass's own checks (ValueError, UserError)
+    are prefixed by ``what``: ``task 'cue': seq_len: expected an integer, got 'abc'``.
     """
     hints = typing.get_type_hints(cls)
     names = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
@@ -28,7 +30,7 @@ def build_options(cls: type[OptionsT], values: Mapping[str, Any], what: str) -> 
     for key, value in values.items():
         if key not in names:
             raise UserError(f"unknown option {key!r} for {what} (valid: {', '.join(names)})")
-        converted[key] = convert_value(value, hints[key], f"{what}: option {key}={value!r}")
+        converted[key] = convert_value(value, hints[key], f"{what}: {key}")
     try:
         return cls(**converted)
     except (ValueError, UserError) as error:
@@ -36,7 +38,7 @@ def build_options(cls: type[OptionsT], values: Mapping[str, Any], what: str) -> 
 
 
 def convert_value(value: Any, annotation: Any, context: str) -> Any:
-    """Check ``value`` against ``annotation``; ``context`` starts the error message."""
+    """Check ``value`` against ``annotation``; ``context`` (``what: key``) starts the error."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -48,20 +50,22 @@ def convert_value(value: Any, annotation: Any, context: str) -> Any:
         return value
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise UserError(f"{context} must be a table of key = value pairs")
+            raise UserError(f"{context}: expected a table of key = value pairs, got {value!r}")
         return dict(value)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"{context} must be a list")
+            raise UserError(f"{context}: expected a list, got {value!r}")
         if origin is tuple and args[-1] is not Ellipsis and len(value) != len(args):
-            raise UserError(f"{context} must be a list of {len(args)} values")
+            raise UserError(f"{context}: expected a list of {len(args)} values, got {value!r}")
         item_types = args if origin is tuple and args[-1] is not Ellipsis else [args[0]] * len(value)
         items = [convert_value(v, t, context) for v, t in zip(value, item_types)]
         return tuple(items) if origin is tuple else items
     accepted = (int, float) if annotation is float else (annotation,)
     if (isinstance(value, bool) and annotation is not bool) or not isinstance(value, accepted):
-        raise UserError(
-            f"{context} must be {_TYPE_NAMES.get(annotation, annotation.__name__)}, "
-            f"not {type(value).__name__}"
-        )
-    return float(value) if annotation is float else value
+        expected = _TYPE_NAMES.get(annotation, annotation.__name__)
+        raise UserError(f"{context}: expected {expected}, got {value!r}")
+    if annotation is float:
+        if not math.isfinite(value):
+            raise UserError(f"{context}: expected a finite number, got {value!r}")
+        return float(value)
+    return value

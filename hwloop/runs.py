@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from hwloop.errors import UserError
-from hwloop.learning.training import EpochMetrics, StepMetrics
+from hwloop.trainer import EpochMetrics, StepMetrics
 from hwloop.session import UpdateMetrics
 
 RUN_FILE = "run.h5"

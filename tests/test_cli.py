@@ -65,7 +65,7 @@ def test_same_seed_gives_identical_weights(tmp_path: Path, dtype: str) -> None:
 
 def test_resume_continues_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     train(tmp_path / "straight", "--epochs", "3")
-    from hwloop.learning.training import Trainer
+    from hwloop.trainer import Trainer
 
     original = Trainer.train_epoch
 

@@ -143,7 +143,7 @@ def test_make_neuron_errors() -> None:
         make_neuron("foo", {})
     with pytest.raises(UserError, match="unknown option 'nope'"):
         make_neuron("lif", {"nope": 1})
-    with pytest.raises(UserError, match="option thr='high' must be a number"):
+    with pytest.raises(UserError, match=": thr: expected a number, got 'high'"):
         make_neuron("lif", {"thr": "high"})
     with pytest.raises(UserError, match="unknown surrogate"):
         make_neuron("brf", {"surrogate": "magic"})

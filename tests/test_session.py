@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from hwloop.cli import main
 from hwloop.config import build_config
-from hwloop.learning.training import Trainer
+from hwloop.trainer import Trainer
 from hwloop.runs import RUN_FILE, read_run
 from hwloop.tasks import make_task
 

@@ -381,15 +381,15 @@ def test_registry_errors() -> None:
         task_option_names("foo")
     with pytest.raises(UserError, match=r"unknown option 'x' for task 'cue' \(valid: seq_len, "):
         make_task("cue", {"x": 1}, seed=0)
-    with pytest.raises(UserError, match="task 'cue': option seq_len='20' must be an integer, not str"):
+    with pytest.raises(UserError, match="task 'cue': seq_len: expected an integer, got '20'"):
         make_task("cue", {"seq_len": "20"}, seed=0)
-    with pytest.raises(UserError, match="option seq_len=True must be an integer, not bool"):
+    with pytest.raises(UserError, match="seq_len: expected an integer, got True"):
         make_task("cue", {"seq_len": True}, seed=0)
-    with pytest.raises(UserError, match="option prob_a=.high. must be a number, not str"):
+    with pytest.raises(UserError, match="prob_a: expected a number, got .high."):
         make_task("cue", {"prob_a": "high"}, seed=0)
-    with pytest.raises(UserError, match="option clip_to_1=1 must be true or false, not int"):
+    with pytest.raises(UserError, match="clip_to_1: expected true or false, got 1"):
         make_task("shd", {"clip_to_1": 1}, seed=0)
-    with pytest.raises(UserError, match="option data_dir=3 must be a string, not int"):
+    with pytest.raises(UserError, match="data_dir: expected a string, got 3"):
         make_task("shd", {"data_dir": 3}, seed=0)
     with pytest.raises(UserError, match=r"task 'cue': prob_a=1.5 must lie in \[0, 1\]"):
         make_task("cue", {"prob_a": 1.5}, seed=0)

@@ -7,7 +7,7 @@ import torch
 
 from hwloop.config import build_config, parse_override
 from hwloop.errors import UserError
-from hwloop.learning.training import Trainer
+from hwloop.trainer import Trainer
 from hwloop.tasks import make_task
 
 
@@ -89,7 +89,7 @@ def test_override_values_are_toml() -> None:
     [
         (["foo=1"], "unknown config key 'foo'"),
         (["epochs"], "must look like key=value"),
-        (["epochs=many"], "option epochs='many' must be an integer"),
+        (["epochs=many"], "config: epochs: expected an integer, got 'many'"),
         (["task_options=3"], "must be a table"),
         (["learner=sgd"], "unknown learner 'sgd'"),
         (["lam=0"], "lambda must be an integer >= 1"),

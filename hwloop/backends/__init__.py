@@ -16,7 +16,7 @@ from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from hwloop.backends.base import Backend, Capabilities, RunRecord, WriteReport
+from hwloop.backends.base import Backend, Capabilities, DeviceRun, WriteReport
 from hwloop.backends.ideal import IdealBackend
 from hwloop.errors import UserError
 
@@ -26,7 +26,7 @@ __all__ = [
     "Backend",
     "Capabilities",
     "IdealBackend",
-    "RunRecord",
+    "DeviceRun",
     "WriteReport",
     "available_backends",
     "open_backend",

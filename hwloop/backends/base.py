@@ -72,7 +72,7 @@ class WriteReport:
 
 
 @dataclass
-class RunRecord:
+class DeviceRun:
     """A forward pass on the device: hidden spikes per layer (B, T, N), readout (B, T, K)."""
 
     spikes: list[np.ndarray]
@@ -142,7 +142,7 @@ class Backend(ABC):
                              f"got {array.shape}")
         return _finite(array, f"inputs for layer {layer!r}")
 
-    def run(self, inputs: np.ndarray) -> RunRecord:
+    def run(self, inputs: np.ndarray) -> DeviceRun:
         """Forward pass on the device (only where ``capabilities().neurons`` is non-empty)."""
         raise NotImplementedError(f"backend {self.name!r} cannot run networks on the device")
 

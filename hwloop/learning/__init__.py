@@ -1,1 +1,1 @@
-"""Networks and learners: BPTT (autograd reference), HYPR, e-prop, streaming HYPR, training."""
+"""Networks and learners: BPTT (autograd reference), HYPR, e-prop, streaming HYPR."""

@@ -1,4 +1,6 @@
-"""The training loop: batches → learner gradients → clipping → optimizer → constraints (hypr.md §4)."""
+"""The training loop: batches → learner gradients → clipping → optimizer → constraints
+(hypr.md §4). It sits above the learners (``hwloop.learning``) and the hardware-in-the-loop
+session (``hwloop.session``), and drives both."""
 
 from __future__ import annotations
 
