@@ -1,0 +1,76 @@
+"""Atomic file writes: a file appears whole or not at all, with the user's umask.
+
+A writer fills a temporary file beside the target, which then replaces the target
+(``os.replace``). The temporary file is created with mode 0o666 minus the umask, like any file
+the user creates (``tempfile.mkstemp`` would make it 0600), and it is removed on every error,
+Ctrl-C included. A process killed with SIGKILL can leave one behind; its name starts with
+``.`` and contains ``.tmp-``, and ``remove_stale_temporaries`` clears them.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from pathlib import Path
+from typing import Callable
+
+from hwloop.errors import RunError
+
+TEMPORARY_MARK = ".tmp-"
+
+
+def temporary_path(target: Path) -> Path:
+    """A new, empty file beside ``target`` (created exclusively, mode 0o666 & ~umask)."""
+    while True:
+        candidate = target.with_name(f".{target.name}{TEMPORARY_MARK}{secrets.token_hex(4)}")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return candidate
+        except FileExistsError:
+            continue
+
+
+def atomic_write(target: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary)`` to fill a temporary file, then move it onto ``target``.
+
+    On any error, the temporary file is removed and ``target`` is left as it was. A full disk
+    (or a file-size limit) raises RunError naming the target.
+    """
+    target = Path(target)
+    temporary = temporary_path(target)
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    except OSError as error:
+        if _is_out_of_space(error):
+            raise RunError(f"no space left to write {target} ({error.strerror or error}); "
+                           "it keeps its previous content; free some space and retry") from None
+        raise
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+    return target
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``directory``; returns them."""
+    removed = []
+    for path in Path(directory).glob(f".*{TEMPORARY_MARK}*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _is_out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it wraps) means the disk or a size limit is full."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            return True
+        text = str(seen).lower()
+        if "no space left" in text or "file too large" in text or "disk quota" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
