@@ -1,16 +1,15 @@
-"""The ``hwloop`` command line: ``train``, ``runs show``, ``devices``.
+"""The ``hwloop`` command line: ``train``, ``eval``, ``runs list|show|compare``, ``devices``.
 
-Bad input prints one line ``error: <what is wrong and how to fix it>`` on stderr and exits with
-status 2, before any output file is created or changed.
+Exit status: 0 success; 1 a run that could not go on (disk full, NaN loss) or an internal
+error; 2 bad input (one line ``error: <what is wrong and how to fix it>`` on stderr, before
+any output file is created or changed); 130 / 143 stopped by SIGINT / SIGTERM.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 import time
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,71 +18,115 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import hwloop
-from hwloop.backends import available_backends, open_backend
-from hwloop.config import build_config, load_config_file
-from hwloop.errors import UserError
+from hwloop.backends import backend_listing
+from hwloop.config import TrainConfig, build_config, load_config_file
+from hwloop.errors import RunError, UserError
+from hwloop.evaluation import Evaluation, evaluate, save_evaluation
+from hwloop.interrupts import Interrupted
+from hwloop.jsonout import dumps
+from hwloop.runs import RUN_FILE, compare_runs, find_runs, read_run, record_summary
+from hwloop.threads import configure_threads
+from hwloop.training import Progress as TrainingProgress
+from hwloop.training import TrainingPlan, plan_training, run_plan
 from hwloop.trainer import EpochMetrics, StepMetrics, Trainer
-from hwloop.plots import plot_curves
-from hwloop.runs import RUN_FILE, device_summary, now_iso, read_run, record_summary, write_run
-from hwloop.tasks import make_task
 
+EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+DEFAULTS = TrainConfig()
 
 
 class HwloopGroup(click.Group):
-    """A click group whose every error is one line on stderr (exit status 2 for bad input)."""
+    """A click group whose every error is one line on stderr, with hwloop's exit statuses."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs["standalone_mode"] = False
         try:
             result = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as error:
+            click.echo(error.ctx.get_help() if error.ctx else "")
+            sys.exit(0)
         except UserError as error:
-            _fail(str(error))
-        except click.ClickException as error:
-            _fail(error.format_message().replace("\n", " "), error.exit_code)
+            _fail(str(error), EXIT_BAD_INPUT)
+        except RunError as error:
+            _fail(str(error), EXIT_FAILED)
+        except Interrupted as stop:
+            _fail(stop.message, stop.exit_status)
         except click.exceptions.Abort as error:  # click wraps KeyboardInterrupt in Abort
-            if isinstance(error.__cause__, KeyboardInterrupt):
-                _fail("interrupted; the run file holds the last finished epoch (continue with "
-                      "--resume)", EXIT_INTERRUPTED)
-            _fail("aborted", 1)
+            cause = error.__cause__
+            if isinstance(cause, Interrupted):
+                _fail(cause.message, cause.exit_status)
+            _fail("interrupted", 130)
+        except click.ClickException as error:
+            _fail(error.format_message(), error.exit_code)
+        except MemoryError:
+            _fail("out of memory; use a smaller network, batch or task", EXIT_FAILED)
+        except Exception as error:  # a bug: one line unless HWLOOP_TRACEBACK asks for more
+            if os.environ.get("HWLOOP_TRACEBACK"):
+                raise
+            _fail(f"internal error ({type(error).__name__}: {error}); rerun with "
+                  "HWLOOP_TRACEBACK=1 to see where, and please report it", EXIT_FAILED)
         sys.exit(result if isinstance(result, int) else 0)
 
 
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
-    click.echo(f"error: {message}", err=True)
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {' '.join(str(message).split())}", err=True)
     sys.exit(code)
 
 
-@click.group(cls=HwloopGroup)
-@click.version_option(hwloop.__version__, prog_name="hwloop")
+@click.group(cls=HwloopGroup, context_settings=CONTEXT)
+@click.version_option(hwloop.__version__, "-V", "--version", prog_name="hwloop")
 def main() -> None:
-    """Train spiking neural networks with the neuromorphic device in the loop."""
+    """Train spiking neural networks with the neuromorphic device in the loop.
+
+    Start with `hwloop train --out runs/demo --epochs 5`, then `hwloop runs show runs/demo`
+    and `hwloop eval runs/demo`. Every command takes -h for its options.
+    """
 
 
-@main.command(context_settings={"ignore_unknown_options": False})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file.")
-@click.option("--task", help="cue, digits, shd or ssc.")
-@click.option("--neuron", help="lif, alif, adlif or brf.")
-@click.option("--learner", help="hypr, eprop or bptt.")
-@click.option("--lambda", "lam", type=int, help="HYPR subsequence length λ ≥ 1 (steps).")
-@click.option("--epochs", type=int, help="Passes over the training split.")
-@click.option("--seed", type=int, help="Seed of data, initialisation and shuffling.")
-@click.option("--batch-size", type=int, help="Samples per optimizer step.")
-@click.option("--lr", type=float, help="Learning rate.")
-@click.option("--hidden", help="Hidden layer widths, comma-separated, e.g. 64,64.")
-@click.option("--recurrence", help="none, full or self.")
-@click.option("--dtype", help="float32 or float64.")
-@click.option("--device", help="cpu, cuda or cuda:N.")
-@click.option("--backend", help="Device in the loop: none (default), ideal, pcm or a spec such as "
-              "pcm://?mode=verify.")
-@click.option("--bits", type=int, help="Weight bits on the device (1..8).")
-@click.option("--scheme", help="Update scheme on the device: direct, mixed, sign or stochastic.")
-@click.option("--forward", help="Where the forward pass computes weight products: host "
-              "(default, with the read-back weights) or device (the backend's crossbar).")
+def _default(key: str) -> str:
+    value = getattr(DEFAULTS, key)
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    return f" [default: {value}]"
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML config file (keys as in docs/cli.md).")
+@click.option("--task", help="cue, digits, shd or ssc." + _default("task"))
+@click.option("--neuron", help="lif, alif, adlif or brf." + _default("neuron"))
+@click.option("--learner", help="hypr, eprop or bptt." + _default("learner"))
+@click.option("--lambda", "lam", type=int, help="HYPR subsequence length λ ≥ 1 (steps)."
+              + _default("lam"))
+@click.option("--epochs", type=int, help="Passes over the training split." + _default("epochs"))
+@click.option("--seed", type=int, help="Seed of every random source: data, initialisation, "
+              "shuffling, device noise." + _default("seed"))
+@click.option("--batch-size", type=int, help="Samples per optimizer step."
+              + _default("batch_size"))
+@click.option("--lr", type=float, help="Learning rate (presets may change it)." + _default("lr"))
+@click.option("--hidden", help="Hidden layer widths, comma-separated, e.g. 64,64."
+              + _default("hidden"))
+@click.option("--recurrence", help="none, full or self." + _default("recurrence"))
+@click.option("--dtype", help="float32 or float64." + _default("dtype"))
+@click.option("--device", help="cpu, cuda or cuda:N." + _default("device"))
+@click.option("--backend", help="Device in the loop: none, ideal, pcm or a spec such as "
+              "pcm://?mode=verify (docs/backends.md)." + _default("backend"))
+@click.option("--bits", type=int, help="Weight bits on the device (1..8) [default: the "
+              "backend's].")
+@click.option("--scheme", help="Update scheme on the device: direct, mixed, sign or "
+              "stochastic." + _default("scheme"))
+@click.option("--forward", help="Where weight products are computed: host (with the read-back "
+              "weights) or device (the backend's crossbar)." + _default("forward"))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--checkpoint-every", type=int, help="Also checkpoint every this many optimizer "
+              "steps [default: after every epoch only].")
+@click.option("--threads", type=int, help="CPU threads for torch [default: the cores this "
+              "process may use].")
+@click.option("--dry-run", is_flag=True, help="Validate everything and print the resolved "
+              "config; train nothing, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.argument("overrides", nargs=-1)
@@ -93,156 +136,308 @@ def train(
     out: str,
     overwrite: bool,
     resume: bool,
+    checkpoint_every: int | None,
+    threads: int | None,
+    dry_run: bool,
     as_json: bool,
     quiet: bool,
     overrides: tuple[str, ...],
     **options: Any,
 ) -> None:
-    """Train a network; KEY=VALUE arguments override any config key (e.g. epochs=3,
-    task_options.delay=80, neuron_options.dt=0.02)."""
-    directory = Path(out)
+    """Train a network into the run directory --out.
+
+    KEY=VALUE arguments override any config key, e.g. epochs=3 task_options.delay=80
+    neuron_options.dt=0.02 (docs/cli.md lists the keys)."""
+    configure_threads(threads)
     if hidden is not None:
         options["hidden"] = _parse_widths(hidden)
+    config: TrainConfig | None = None
     if resume:
         given = [k for k, v in options.items() if v is not None and k != "epochs"]
         if config_file or overrides or given:
             raise UserError("--resume continues a run with its stored config; only --epochs "
                             "may be given (to extend it)")
-        record = read_run(directory)
-        config = build_config(record.config, epochs=options["epochs"])
-        if config.epochs < len(record.epochs):
-            raise UserError(f"--epochs {config.epochs} is below the {len(record.epochs)} "
-                            "epochs the run has done")
     else:
-        if (directory / RUN_FILE).exists() and not overwrite:
-            raise UserError(f"{directory} already holds a run ({RUN_FILE}); pass --overwrite "
-                            "to replace it or --resume to continue it")
         file_values = load_config_file(config_file) if config_file else None
         config = build_config(file_values, list(overrides), **options)
-    task = make_task(config.task, config.task_options, config.seed)
-    trainer = Trainer(config, task)
-    epochs: list[EpochMetrics] = []
-    steps: list[StepMetrics] = []
-    created = now_iso()
-    if resume:
-        trainer.load_state(record.checkpoint)
-        epochs, steps, created = record.epochs, record.steps, record.created
-        if trainer.session is not None:
-            trainer.session.updates = list(record.updates)
-    session = trainer.session
-    directory.mkdir(parents=True, exist_ok=True)  # only now: everything above validated
+    plan = plan_training(config, out, resume=resume, overwrite=overwrite,
+                         epochs=options["epochs"] if resume else None,
+                         checkpoint_every=checkpoint_every)
+    if dry_run:
+        _print_plan(plan, as_json)
+        return
     console = Console(stderr=True)
-    if not as_json:
-        console.print(f"{task.description} · {config.neuron} · {_learner_text(config.to_dict())}"
-                      f" · {sum(p.numel() for p in trainer.network.parameters())} parameters"
-                      + ("" if session is None else f" · device {config.backend} "
-                         f"({_device_text(session.backend.capabilities())}), scheme "
-                         f"{config.scheme}, products on the {config.forward}"))
     start = time.perf_counter()
     with Progress(
         TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-        console=console, disable=quiet, transient=False,
-    ) as progress:
-        bar = progress.add_task("train", total=trainer.steps_per_epoch, epoch=0, status="")
-        while trainer.epoch < config.epochs:
-            progress.reset(bar, total=trainer.steps_per_epoch, epoch=trainer.epoch + 1, status="")
+        console=console, disable=quiet or as_json, transient=False,
+    ) as bar_display:
+        bar = bar_display.add_task("train", total=plan.trainer.steps_per_epoch, epoch=0,
+                                   status="")
 
-            def on_step(metrics: StepMetrics) -> None:
-                steps.append(metrics)
-                progress.update(bar, advance=1, status=f"loss {metrics.loss:.4f} "
-                                f"acc {metrics.accuracy:.3f}")
+        def on_start(trainer: Trainer) -> None:
+            if not as_json:
+                console.print(_plan_line(plan))
+            bar_display.reset(bar, total=trainer.steps_per_epoch, epoch=trainer.epoch + 1,
+                              completed=0 if trainer.progress is None
+                              else trainer.progress.steps_done, status="")
 
-            result = trainer.train_epoch(on_step)
-            epochs.append(result)
-            progress.update(bar, status=f"loss {result.train_loss:.4f} test acc "
-                            f"{result.test_accuracy:.3f}")
-            write_run(directory, config=config.to_dict(), created=created, epochs=epochs,
-                      steps=steps, checkpoint=trainer.state(),
-                      updates=[] if session is None else session.updates)
-    plot_curves(read_run(directory), directory / "curves.png")
-    summary = {
-        "out": str(directory),
-        "epochs": len(epochs),
-        "final_test_accuracy": epochs[-1].test_accuracy,
-        "best_accuracy": trainer.best_accuracy,
-        "final_train_loss": epochs[-1].train_loss,
-        "seconds": time.perf_counter() - start,
-        "config": config.to_dict(),
-    }
-    if session is not None:
-        summary["device"] = device_summary(session.updates)
+        def on_step(metrics: StepMetrics) -> None:
+            bar_display.update(bar, advance=1, status=f"loss {metrics.loss:.4f} acc "
+                               f"{metrics.accuracy:.3f}")
+
+        def on_epoch(metrics: EpochMetrics) -> None:
+            bar_display.update(bar, status=f"loss {metrics.train_loss:.4f} test acc "
+                               f"{metrics.test_accuracy:.3f}")
+            if metrics.epoch < plan.config.epochs:
+                bar_display.reset(bar, total=plan.trainer.steps_per_epoch,
+                                  epoch=metrics.epoch + 1, status="")
+
+        record = run_plan(plan, TrainingProgress(on_start, on_step, on_epoch))
+    summary = record_summary(record)
+    summary["seconds"] = time.perf_counter() - start
     if as_json:
-        click.echo(json.dumps(summary))
+        click.echo(dumps(summary))
         return
-    where = "" if session is None else f" on device {config.backend}"
-    click.echo(f"test accuracy{where} {summary['final_test_accuracy']:.4f} (best "
-               f"{summary['best_accuracy']:.4f}), train loss {summary['final_train_loss']:.4f}"
-               f", {summary['seconds']:.1f} s -> {directory / RUN_FILE}")
-    if session is not None:
-        device = summary["device"]
-        click.echo(f"device: mean write error {device['mean_write_error']:.4g} (weight units), "
-                   f"{device['cells_written']} cells written, {device['pulses']} pulses, "
-                   f"{device['failures']} failures, {device['device_seconds']:.3g} s device time")
+    where = "" if summary["device"] is None else f" on device {summary['backend']}"
+    click.echo(f"test accuracy{where} {_fmt(summary['final_test_accuracy'])} (final epoch); "
+               f"best {summary['selection_split']} accuracy {_fmt(summary['best_accuracy'])} "
+               f"(epoch {summary['best_epoch']}); train loss "
+               f"{_fmt(summary['final_train_loss'])}; {summary['seconds']:.1f} s -> "
+               f"{record.path}")
+    if summary["writes"] is not None:
+        writes = summary["writes"]
+        click.echo(f"device: mean write error {writes['mean_write_error']:.4g} (weight units), "
+                   f"{writes['cells_written']} cells written, {writes['pulses']} pulses, "
+                   f"{writes['failures']} failures, {writes['device_seconds']:.3g} s device "
+                   "time")
 
 
-@main.group()
-def runs() -> None:
-    """Inspect run directories."""
+def _plan_line(plan: TrainingPlan) -> str:
+    config, trainer = plan.config, plan.trainer
+    text = (f"{plan.task.description} · {config.neuron} · {_learner_text(config.to_dict())} · "
+            f"{sum(p.numel() for p in trainer.network.parameters())} parameters · seed "
+            f"{config.seed}")
+    if trainer.session is not None:
+        caps = trainer.session.backend.capabilities()
+        bits = "" if caps.bits is None else f", {caps.bits} bits"
+        text += (f" · device {config.backend} ({caps.weight_format}{bits}), scheme "
+                 f"{config.scheme}, products on the {config.forward}")
+    if plan.resumed is not None:
+        text += f" · resuming after step {trainer.step} (epoch {trainer.epoch} done)"
+    return text
 
 
-@runs.command("show")
-@click.argument("directory", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-def show(directory: str, as_json: bool) -> None:
-    """Summarise the run in DIRECTORY."""
-    summary = record_summary(read_run(directory))
+def _print_plan(plan: TrainingPlan, as_json: bool) -> None:
+    directory = plan.directory.path
+    if plan.resumed is not None:
+        status = f"resume after step {plan.trainer.step}"
+    elif (directory / RUN_FILE).exists():
+        status = "replace the run there (--overwrite)"
+    else:
+        status = "new run"
+    payload = {
+        "out": str(directory), "action": status, "task": plan.task.description,
+        "parameters": sum(p.numel() for p in plan.trainer.network.parameters()),
+        "presets_applied": plan.presets, "config": plan.config.to_dict(),
+    }
     if as_json:
-        click.echo(json.dumps(summary))
+        click.echo(dumps(payload))
+        return
+    click.echo(f"dry run: everything is valid; nothing was trained or written.\n"
+               f"out: {directory} ({status})\n{_plan_line(plan)}")
+    click.echo("presets applied beneath your values: "
+               + (dumps(plan.presets) if plan.presets else "none"))
+    click.echo("resolved config:")
+    for key, value in plan.config.to_dict().items():
+        click.echo(f"  {key} = {dumps(value)}")
+
+
+@main.command("eval", context_settings=CONTEXT)
+@click.argument("run", type=click.Path())
+@click.option("--weights", default="final", show_default=True,
+              help="final or best (the best epoch's weights).")
+@click.option("--backend", help="Backend spec of fresh devices [default: the run's own "
+              "backend; the host for a run trained without a device].")
+@click.option("--bits", type=int, help="Weight bits of the fresh devices [default: the run's].")
+@click.option("--drift", default="0", show_default=True,
+              help="Drift times, comma-separated, with units s, min, h, d, w, mo, y "
+              "(e.g. 0,1h,1d,1mo).")
+@click.option("--device-seeds", type=int, default=1, show_default=True,
+              help="Fresh devices to program and evaluate (0: only the run's own device).")
+@click.option("--gdc", default="on", show_default=True,
+              help="Global drift compensation: on, off or both.")
+@click.option("--forward", help="host or device (products on the device) [default: as the "
+              "run trained].")
+@click.option("--split", default="test", show_default=True, help="test or validation.")
+@click.option("--name", help="File name of the results in RUN/eval [default: backend, weights "
+              "and a digest of the settings].")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+def eval_command(run: str, name: str | None, as_json: bool, **settings: Any) -> None:
+    """Evaluate a run on devices: accuracy and loss per drift time and device seed.
+
+    Stores RUN/eval/NAME.json, .png and .svg; the training record is not touched
+    (docs/eval.md)."""
+    result = evaluate(run, **settings)
+    paths = save_evaluation(result, name)
+    if as_json:
+        click.echo(dumps({**result.to_dict(), "files": [str(p) for p in paths]}))
+        return
+    _print_evaluation(result)
+    click.echo(f"{result.seconds:.1f} s -> {', '.join(str(p) for p in paths)}")
+
+
+def _print_evaluation(result: Evaluation) -> None:
+    console = Console()
+    devices = f"{result.device_seeds} fresh device(s)" if result.device_seeds else ""
+    console.print(f"{result.run}: {result.weights} weights on {result.backend}"
+                  f"{'' if result.bits is None else f' ({result.bits} bits)'}, {devices} "
+                  f"products on the {result.forward}, {result.split} split")
+    table = _table("device", "drift", "gdc", "n", "accuracy", "loss")
+    for entry in result.summary():
+        gdc = {None: "-", True: "on", False: "off"}[entry["gdc"]]
+        table.add_row(entry["device"], entry["drift"], gdc, str(entry["n"]),
+                      _mean_std(entry["accuracy_mean"], entry["accuracy_std"]),
+                      _mean_std(entry["loss_mean"], entry["loss_std"]))
+    console.print(table)
+
+
+def _mean_std(mean: float, std: float | None) -> str:
+    return f"{mean:.4f}" if std is None else f"{mean:.4f} ± {std:.4f}"
+
+
+@main.group(context_settings=CONTEXT, invoke_without_command=False)
+def runs() -> None:
+    """List, show and compare run directories."""
+
+
+@runs.command("list", context_settings=CONTEXT)
+@click.argument("directory", type=click.Path(), default=".")
+@click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
+def list_command(directory: str, as_json: bool) -> None:
+    """One line per run found under DIRECTORY (default: here)."""
+    rows = find_runs(directory)
+    if as_json:
+        click.echo(dumps(rows))
+        return
+    if not rows:
+        click.echo(f"no runs under {directory}")
+        return
+    table = _table("run", "task", "neuron", "learner", "device", "bits", "scheme", "epochs",
+                   "best acc", "final acc")
+    for row in rows:
+        table.add_row(row["path"], _fmt(row["task"]), _fmt(row["neuron"]), _fmt(row["learner"]),
+                      _fmt(row["device"]), _fmt(row["bits"]), _fmt(row["scheme"]),
+                      f"{row['epochs_done']}/{_fmt(row['epochs_planned'])}",
+                      _fmt(row["best_accuracy"]), _fmt(row["final_test_accuracy"]))
+    Console().print(table)
+
+
+@runs.command("show", context_settings=CONTEXT)
+@click.argument("run", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+def show(run: str, as_json: bool) -> None:
+    """Summarise RUN (a run directory or its run.h5), damaged runs included."""
+    summary = record_summary(read_run(run, lenient=True))
+    if as_json:
+        click.echo(dumps(summary))
         return
     console = Console()
-    console.print(f"[bold]{summary['path']}[/bold]  {summary['task']} · {summary['neuron']} · "
-                  f"{_learner_text({'learner': summary['learner'], 'lam': summary['lambda']})}"
-                  f" · seed {summary['seed']}")
-    console.print(f"epochs {summary['epochs_done']}/{summary['epochs_planned']}, final test "
-                  f"accuracy {_fmt(summary['final_test_accuracy'])}, best "
-                  f"{_fmt(summary['best_accuracy'])}, final train loss "
+    for problem in summary["damage"]:
+        console.print(f"[bold red]damaged:[/bold red] {problem}")
+    console.print(f"[bold]{summary['path']}[/bold]  {_fmt(summary['task'])} · "
+                  f"{_fmt(summary['neuron'])} · {_learner_text(summary)} · seed "
+                  f"{_fmt(summary['seed'])}")
+    console.print(f"epochs {summary['epochs_done']}/{_fmt(summary['epochs_planned'])}, final "
+                  f"test accuracy {_fmt(summary['final_test_accuracy'])}, best "
+                  f"{summary['selection_split']} accuracy {_fmt(summary['best_accuracy'])} "
+                  f"(epoch {_fmt(summary['best_epoch'])}), final train loss "
                   f"{_fmt(summary['final_train_loss'])}, {summary['seconds']:.1f} s")
-    device = summary["device"]
-    if device is not None:
-        console.print(f"device {summary['backend']}: {device['updates']} updates, "
-                      f"{device['cells_written']} cells written, {device['pulses']} pulses, "
-                      f"{device['failures']} failures, mean write error "
-                      f"{device['mean_write_error']:.4g}")
+    device, writes = summary["device"], summary["writes"]
+    if device is None:
+        console.print("device: none (trained on the host)")
+    else:
+        bits = "backend default" if device["bits"] is None else f"{device['bits']} bits"
+        console.print(f"device: {device['backend']}, {bits}, scheme {device['scheme']}, "
+                      f"products on the {device['forward']}, options "
+                      f"{dumps(device['backend_options'])}")
+    if writes is not None:
+        console.print(f"writes: {writes['updates']} updates, {writes['cells_written']} cells "
+                      f"({writes['cells_per_update']:.1f} per update), {writes['pulses']} "
+                      f"pulses, {writes['failures']} failures, mean write error "
+                      f"{writes['mean_write_error']:.4g} (max per update "
+                      f"{writes['max_write_error']:.4g}), {writes['device_seconds']:.3g} s "
+                      f"device time")
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()))
-    table = Table("epoch", "train loss", "train acc", "test acc", "val acc", "seconds")
+    table = _table("epoch", "train loss", "train acc", "test acc", "val acc", "seconds")
     for row in summary["epochs"]:
         table.add_row(str(row["epoch"]), _fmt(row["train_loss"]), _fmt(row["train_accuracy"]),
                       _fmt(row["test_accuracy"]), _fmt(row["validation_accuracy"]),
                       f"{row['seconds']:.2f}")
     console.print(table)
+    if summary["config"] is not None:
+        console.print("config: " + ", ".join(f"{k}={dumps(v)}"
+                                             for k, v in summary["config"].items()))
 
 
-@main.command()
+@runs.command("compare", context_settings=CONTEXT)
+@click.argument("run_paths", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def compare(run_paths: tuple[str, ...], as_json: bool) -> None:
+    """Config differences and metrics of two or more runs side by side."""
+    if len(run_paths) < 2:
+        raise UserError("give two or more runs to compare")
+    comparison = compare_runs([read_run(path, lenient=True) for path in run_paths])
+    if as_json:
+        click.echo(dumps(comparison))
+        return
+    console = Console()
+    names = comparison["runs"]
+    table = _table("", *names)
+    table.add_row("[bold]config differences[/bold]", *[""] * len(names))
+    if not comparison["config_differences"]:
+        table.add_row("(none)", *[""] * len(names))
+    for key, values in comparison["config_differences"].items():
+        table.add_row(key, *[dumps(v) for v in values])
+    table.add_row("[bold]metrics[/bold]", *[""] * len(names))
+    for key, values in comparison["metrics"].items():
+        table.add_row(key, *[_fmt(v) for v in values])
+    console.print(table)
+
+
+@main.command(context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print the list as JSON.")
 def devices(as_json: bool) -> None:
-    """List the installed device backends and their capabilities."""
-    listing = [asdict(open_backend(name).capabilities()) for name in sorted(available_backends())]
+    """List the installed device backends and their capabilities (broken ones too)."""
+    listing = backend_listing()
     if as_json:
-        click.echo(json.dumps(listing))
+        click.echo(dumps(listing))
         return
-    table = Table("backend", "weights", "bits", "levels", "tile", "products", "runs on device",
-                  "time")
+    table = _table("backend", "weights", "bits", "levels", "tile", "products", "drift",
+                   "compensation", "runs on device")
     for caps in listing:
+        if caps.get("broken"):
+            table.add_row(caps["name"], f"[red]broken:[/red] {caps['broken']}",
+                          *[""] * 7)
+            continue
         table.add_row(caps["name"], caps["weight_format"], _fmt(caps["bits"]),
-                      _fmt(caps["levels"]), _fmt(caps["tile_size"]),
-                      "yes" if caps["mvm"] else "no", ", ".join(caps["neurons"]) or "-",
-                      "yes" if caps["time"] else "no")
+                      _fmt(caps["levels"]), _fmt(caps["tile_size"]), _yes(caps["mvm"]),
+                      _yes(caps["time"]), _yes(caps["compensation"]),
+                      ", ".join(caps["neurons"]) or "-")
     Console().print(table)
 
 
-def _device_text(caps: Any) -> str:
-    return caps.weight_format + ("" if caps.bits is None else f", {caps.bits} bits")
+def _table(*columns: str) -> Table:
+    """A table whose cells wrap (never cut) to fit the terminal."""
+    table = Table()
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def _yes(flag: Any) -> str:
+    return "yes" if flag else "no"
 
 
 def _parse_widths(text: str) -> list[int]:
@@ -253,7 +448,9 @@ def _parse_widths(text: str) -> list[int]:
 
 
 def _learner_text(config: dict[str, Any]) -> str:
-    return config["learner"] + (f" λ={config['lam']}" if config["learner"] == "hypr" else "")
+    lam = config.get("lam", config.get("lambda"))
+    learner = config.get("learner") or "-"
+    return learner + (f" λ={lam}" if learner == "hypr" else "")
 
 
 def _fmt(value: Any) -> str:

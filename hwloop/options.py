@@ -65,7 +65,11 @@ def convert_value(value: Any, annotation: Any, context: str) -> Any:
         expected = _TYPE_NAMES.get(annotation, annotation.__name__)
         raise UserError(f"{context}: expected {expected}, got {value!r}")
     if annotation is float:
-        if not math.isfinite(value):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        if not math.isfinite(number):
             raise UserError(f"{context}: expected a finite number, got {value!r}")
-        return float(value)
+        return number
     return value

@@ -26,17 +26,25 @@ product had been computed exactly with the read-back weights (a straight-through
 from __future__ import annotations
 
 from dataclasses import dataclass
+from inspect import signature
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from hwloop.backends import Backend, WriteReport, open_backend
+from hwloop.backends import (
+    Backend,
+    WriteReport,
+    available_backends,
+    open_backend,
+    parse_backend_spec,
+)
 from hwloop.config import TrainConfig
 from hwloop.errors import UserError
 from hwloop.learning.network import Layer, SpikingNetwork
 from hwloop.quantize import symmetric_levels, top_level
+from hwloop.seeds import derive_seed
 
 SCHEMES = ("direct", "mixed", "sign", "stochastic")
 FORWARDS = ("host", "device")
@@ -76,14 +84,39 @@ def device_layers(network: SpikingNetwork) -> dict[str, torch.nn.Parameter]:
     }
 
 
+def takes_option(backend_name: str, option: str) -> bool:
+    """Whether the installed backend ``backend_name`` has the constructor option ``option``."""
+    backend_class = available_backends().get(backend_name)
+    return backend_class is not None and option in signature(backend_class).parameters
+
+
 def open_session_backend(config: TrainConfig) -> Backend:
-    """The backend named by ``config.backend``, with ``bits`` and ``backend_options``."""
+    """The backend named by ``config.backend``, with ``bits`` and ``backend_options``.
+
+    A backend that takes a ``seed`` gets ``derive_seed(config.seed, "device")`` unless the
+    spec or ``backend_options`` give one, so the run seed determines the device noise too.
+    """
     options = dict(config.backend_options)
     if config.bits is not None:
-        if not 1 <= config.bits <= 8:
-            raise UserError(f"bits must lie in 1..8, got {config.bits}")
         options["bits"] = config.bits
+    name, query = parse_backend_spec(config.backend)
+    if takes_option(name, "seed") and "seed" not in options and "seed" not in query:
+        options["seed"] = derive_seed(config.seed, "device")
     return open_backend(config.backend, **options)
+
+
+def load_device_weights(layers: dict[str, torch.nn.Parameter], backend: Backend) -> None:
+    """Copy what ``backend`` holds of each layer into its parameter (``device_layers``)."""
+    with torch.no_grad():
+        for name, parameter in layers.items():
+            parameter.copy_(torch.from_numpy(backend.read(name)).to(parameter.dtype))
+
+
+def attach_crossbars(network: SpikingNetwork, backend: Backend) -> None:
+    """Let ``backend`` compute every product with a device-held matrix (forward=device)."""
+    for prefix, module in network.named_modules():
+        if isinstance(module, Layer):
+            module.crossbar = DeviceProducts(backend, prefix + ".")
 
 
 class DeviceProducts:
@@ -145,9 +178,7 @@ class HILSession:
             if not caps.mvm:
                 raise UserError(f"backend {caps.name!r} cannot compute products on the device; "
                                 "use forward=host")
-            for prefix, module in network.named_modules():
-                if isinstance(module, Layer):
-                    module.crossbar = DeviceProducts(backend, prefix + ".")
+            attach_crossbars(network, backend)
 
     def begin(self) -> None:
         """Program the network's initial weights and load what the device holds."""
@@ -214,10 +245,7 @@ class HILSession:
 
     def load_device_weights(self) -> None:
         """Copy what the device holds into the network's parameters."""
-        with torch.no_grad():
-            for name, parameter in self.layers.items():
-                held = torch.from_numpy(self.backend.read(name))
-                parameter.copy_(held.to(parameter.dtype))
+        load_device_weights(self.layers, self.backend)
 
     def _bits(self) -> int:
         bits = self.backend.capabilities().bits

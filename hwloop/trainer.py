@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor
 
 from hwloop.config import TrainConfig
-from hwloop.errors import UserError
+from hwloop.errors import RunError, UserError
 from hwloop.learning.bptt import BPTT
 from hwloop.learning.eprop import EProp
-from hwloop.learning.hypr import HYPR
-from hwloop.learning.losses import LOSSES, PREDICTIONS, PredictionAccumulator
+from hwloop.learning.hypr import HYPR, RECURRENT_TIMINGS, check_lambda
+from hwloop.learning.losses import LOSSES, PREDICTIONS, LossAccumulator, PredictionAccumulator
 from hwloop.learning.network import RECURRENCE_MODES, SpikingNetwork
-from hwloop.neurons import LI, make_neuron
+from hwloop.neurons import HIDDEN_NEURONS, LI, NeuronModel, make_neuron
 from hwloop.options import build_options
-from hwloop.session import HILSession, open_session_backend
+from hwloop.seeds import SEED_LIMIT
+from hwloop.session import FORWARDS, SCHEMES, HILSession, open_session_backend
 from hwloop.tasks import SequenceDataset, Task, batches
 
 LEARNERS = ("hypr", "eprop", "bptt")
@@ -34,6 +36,8 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
 }
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+TRAIN_OPTION = "train"
+"""Key of ``neuron_options`` / ``readout_options`` listing the neuron parameters to train."""
 
 
 class Learner(Protocol):
@@ -75,6 +79,26 @@ class EpochMetrics:
     seconds: float
 
 
+@dataclass
+class EpochProgress:
+    """An epoch in progress, so that a checkpoint inside it continues exactly.
+
+    Attributes:
+        shuffle_state: the shuffling generator's state at the epoch's start (it draws the
+            epoch's sample order).
+        steps_done: optimizer steps of the epoch already taken.
+        loss_sum: sum of their batch losses; correct, seen: their correct predictions, samples.
+        seconds: wall time spent in the epoch so far (s).
+    """
+
+    shuffle_state: Tensor
+    steps_done: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+
 def make_learner(config: TrainConfig) -> Learner:
     if config.learner not in LEARNERS:
         raise UserError(f"unknown learner {config.learner!r} (choose from: {', '.join(LEARNERS)})")
@@ -92,21 +116,49 @@ def make_learner(config: TrainConfig) -> Learner:
     return HYPR(config.lam, config.recurrent_timing)
 
 
-def make_network(config: TrainConfig, task: Task) -> SpikingNetwork:
+def split_train_option(
+    options: dict[str, Any], model: type[NeuronModel], what: str
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Separate ``train`` (the neuron parameters to train; default all) from a model's options."""
+    options = dict(options)
+    names = model.param_names
+    chosen = options.pop(TRAIN_OPTION, list(names))
+    if not isinstance(chosen, list) or not all(isinstance(n, str) for n in chosen):
+        raise UserError(f"{what}: train: expected a list of parameter names such as "
+                        f"{list(names)}, got {chosen!r}")
+    unknown = [name for name in chosen if name not in names]
+    if unknown:
+        raise UserError(f"{what}: train: unknown parameter {unknown[0]!r} (the model's "
+                        f"parameters: {', '.join(names)})")
+    return options, tuple(chosen)
+
+
+def make_network(config: TrainConfig, input_size: int, num_classes: int) -> SpikingNetwork:
+    """The network ``config`` describes, for ``input_size`` inputs and ``num_classes``
+    outputs, with its initial weights; neuron parameters not listed in ``train`` are frozen
+    (``requires_grad`` is False: no learner or optimizer changes them)."""
     if config.recurrence not in RECURRENCE_MODES:
         raise UserError(
             f"unknown recurrence {config.recurrence!r} (choose from: {', '.join(RECURRENCE_MODES)})"
         )
     if not config.hidden or any(width < 1 for width in config.hidden):
         raise UserError(f"hidden must list one or more positive layer widths, got {config.hidden}")
+    if config.skip and len(config.hidden) < 2:
+        raise UserError("skip=true connects layer l-2 to layer l and needs two or more hidden "
+                        f"layers, got hidden={config.hidden}")
     if config.dtype not in DTYPES:
         raise UserError(f"unknown dtype {config.dtype!r} (choose from: {', '.join(DTYPES)})")
-    neuron = make_neuron(config.neuron, config.neuron_options)
-    readout = build_options(LI, config.readout_options, "readout")
+    hidden_class = _neuron_class(config.neuron)
+    neuron_options, hidden_train = split_train_option(
+        config.neuron_options, hidden_class, f"neuron {config.neuron!r}"
+    )
+    readout_options, readout_train = split_train_option(config.readout_options, LI, "readout")
+    neuron = make_neuron(config.neuron, neuron_options)
+    readout = build_options(LI, readout_options, "readout")
     network = SpikingNetwork(
-        task.input_size,
+        input_size,
         list(config.hidden),
-        task.num_classes,
+        num_classes,
         neuron,
         readout,
         recurrence=config.recurrence,
@@ -119,7 +171,17 @@ def make_network(config: TrainConfig, task: Task) -> SpikingNetwork:
             for weight in (layer.w_in, layer.w_rec, layer.w_skip):
                 if weight is not None:
                     weight.mul_(config.init_gain)
+    for layers, train in ((network.hidden, hidden_train), ([network.readout], readout_train)):
+        for layer in layers:
+            for name, parameter in layer.params.items():
+                parameter.requires_grad_(name in train)
     return network
+
+
+def _neuron_class(name: str) -> type[NeuronModel]:
+    if name not in HIDDEN_NEURONS:
+        raise UserError(f"unknown neuron {name!r} (choose from: {', '.join(HIDDEN_NEURONS)})")
+    return HIDDEN_NEURONS[name]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -127,39 +189,83 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} requested but no CUDA GPU is available; use device=cpu")
     if device.type not in ("cpu", "cuda"):
         raise UserError(f"unsupported device {name!r} (use cpu, cuda or cuda:N)")
+    if device.type == "cuda":
+        if torch.version.cuda is None:
+            raise UserError(f"device {name!r}: the installed torch {torch.__version__} is a "
+                            "CPU-only build; install a CUDA build of torch (docs/"
+                            "getting_started.md, 'GPU') or use device=cpu")
+        if not torch.cuda.is_available():
+            raise UserError(f"device {name!r} requested but no CUDA GPU is available; use "
+                            "device=cpu")
+        if (device.index or 0) >= torch.cuda.device_count():
+            raise UserError(f"device {name!r}: this machine has {torch.cuda.device_count()} "
+                            "CUDA GPU(s), numbered from 0")
     return device
+
+
+DEVICE_KEYS = ("bits", "scheme", "threshold", "forward", "backend_options")
+"""Config keys that only mean something with a device in the loop (``backend``)."""
 
 
 def check_config(config: TrainConfig) -> None:
     """Reject values no component checks by itself (one-line UserErrors)."""
+    check_lambda(config.lam)
     for key in ("epochs", "batch_size", "eval_window"):
         if getattr(config, key) < 1:
             raise UserError(f"{key} must be >= 1, got {getattr(config, key)}")
-    if not (config.lr > 0 and math.isfinite(config.lr)):
+    if not 0 <= config.seed < SEED_LIMIT:
+        raise UserError(f"seed must lie in 0..2**63-1, got {config.seed}")
+    if not config.lr > 0:
         raise UserError(f"lr must be a positive number, got {config.lr}")
-    if not config.grad_clip > 0:
-        raise UserError(f"grad_clip must be > 0, got {config.grad_clip}")
-    if config.init_gain <= 0:
-        raise UserError(f"init_gain must be > 0, got {config.init_gain}")
-    if config.lr_schedule not in LR_SCHEDULES:
-        raise UserError(
-            f"unknown lr_schedule {config.lr_schedule!r} (choose from: {', '.join(LR_SCHEDULES)})"
-        )
-    if config.optimizer not in OPTIMIZERS:
-        raise UserError(
-            f"unknown optimizer {config.optimizer!r} (choose from: {', '.join(OPTIMIZERS)})"
-        )
-    if config.forward != "host" and config.backend == "none":
-        raise UserError(f"forward={config.forward} needs a device in the loop; give a backend "
-                        "(e.g. --backend pcm)")
-    if config.prediction not in PREDICTIONS:
-        raise UserError(
-            f"unknown prediction {config.prediction!r} (choose from: {', '.join(PREDICTIONS)})"
-        )
+    for key in ("grad_clip", "init_gain"):
+        if not getattr(config, key) > 0:
+            raise UserError(f"{key} must be > 0, got {getattr(config, key)}")
+    if not 0 <= config.lr_end_factor <= 1:
+        raise UserError(f"lr_end_factor must lie in [0, 1] (the final learning rate is "
+                        f"lr·lr_end_factor), got {config.lr_end_factor}")
+    for key, allowed in (
+        ("lr_schedule", LR_SCHEDULES), ("optimizer", OPTIMIZERS), ("prediction", PREDICTIONS),
+        ("recurrent_timing", RECURRENT_TIMINGS), ("scheme", SCHEMES), ("forward", FORWARDS),
+    ):
+        if getattr(config, key) not in allowed:
+            raise UserError(f"unknown {key} {getattr(config, key)!r} (choose from: "
+                            f"{', '.join(allowed)})")
+    if config.backend == "none":
+        defaults = TrainConfig()
+        given = [key for key in DEVICE_KEYS if getattr(config, key) != getattr(defaults, key)]
+        if given:
+            raise UserError(f"{given[0]} is a device option but no device is in the loop; give "
+                            "a backend (e.g. --backend pcm) or drop it")
+    if not config.threshold > 0:
+        raise UserError(f"threshold must be > 0 levels, got {config.threshold}")
+    if config.bits is not None and not 1 <= config.bits <= 8:
+        raise UserError(f"bits must lie in 1..8, got {config.bits}")
+
+
+def check_memory(config: TrainConfig, task: Task, network: SpikingNetwork) -> None:
+    """Refuse a configuration whose training state cannot fit in this machine's memory.
+
+    Counted: the parameters with gradients and two optimizer moments, and, for HYPR and
+    e-prop, the synaptic eligibilities (B, N, d, P) of every layer, d state entries and P
+    presynaptic inputs per neuron (hypr.md, "What is carried"); the data are counted by
+    the task itself when they are generated."""
+    itemsize = DTYPES[config.dtype].itemsize
+    parameters = sum(p.numel() for p in network.parameters())
+    needed = 4 * parameters * itemsize
+    if config.learner != "bptt":
+        batch = min(config.batch_size, len(task.train))
+        for layer in network.layers:
+            fan_in = layer.input_size + layer.skip_size + 1
+            fan_in += layer.size if layer.recurrence == "full" else 0
+            needed += batch * layer.size * layer.model.state_size * fan_in * itemsize
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > available:
+        raise UserError(f"this network needs about {needed / 2**30:.1f} GiB to train "
+                        f"({parameters} parameters, batch {config.batch_size}), more than this "
+                        f"machine's {available / 2**30:.1f} GiB; use fewer or smaller layers, "
+                        "or a smaller batch_size")
 
 
 class Trainer:
@@ -170,9 +276,12 @@ class Trainer:
         self.config, self.task = config, task
         self.device = resolve_device(config.device)
         self.learner = make_learner(config)
-        self.network = make_network(config, task).to(self.device)
+        network = make_network(config, task.input_size, task.num_classes)
+        check_memory(config, task, network)
+        self.network = network.to(self.device)
         self.dtype = DTYPES[config.dtype]
-        self.optimizer = OPTIMIZERS[config.optimizer](self.network.parameters(), lr=config.lr)
+        self.trainable = [p for p in self.network.parameters() if p.requires_grad]
+        self.optimizer = OPTIMIZERS[config.optimizer](self.trainable, lr=config.lr)
         total_steps = config.epochs * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, _schedule(config.lr_schedule, config.lr_end_factor, total_steps)
@@ -180,7 +289,9 @@ class Trainer:
         self.shuffle = torch.Generator().manual_seed(config.seed + 1)
         self.epoch = 0
         self.step = 0
+        self.progress: EpochProgress | None = None
         self.best_accuracy = -1.0
+        self.best_epoch = 0
         self.session: HILSession | None = None
         if config.backend != "none":
             self.session = HILSession(
@@ -195,24 +306,53 @@ class Trainer:
         size, batch = len(self.task.train), self.config.batch_size
         return max(size // batch, 1)
 
-    def train_epoch(self, on_step: Callable[[StepMetrics], None] | None = None) -> EpochMetrics:
+    @property
+    def selection_split(self) -> str:
+        """The split that picks the best weights: ``validation`` if the task has one."""
+        return "validation" if self.task.validation is not None else "test"
+
+    def train_epoch(
+        self,
+        on_step: Callable[[StepMetrics], None] | None = None,
+        checkpoint_every: int | None = None,
+        on_checkpoint: Callable[[], None] | None = None,
+    ) -> EpochMetrics:
         """One pass over the training split (shuffled, last incomplete batch dropped), then
-        evaluation; the best weights so far (by model-selection accuracy) are kept."""
-        start = time.perf_counter()
-        losses, correct, seen = [], 0, 0
+        evaluation; the best weights so far (by model-selection accuracy) are kept.
+
+        Continues an epoch a checkpoint interrupted (``progress``). With ``checkpoint_every``,
+        ``on_checkpoint()`` is called after every such number of optimizer steps inside the
+        epoch (a checkpoint taken then continues exactly).
+
+        Raises:
+            RunError: the loss or the gradient norm became NaN or inf; the network, the
+                optimizer and the device are left as they were after the last good step.
+        """
+        if self.progress is None:
+            self.progress = EpochProgress(self.shuffle.get_state())
+        else:
+            self.shuffle.set_state(self.progress.shuffle_state)
+        progress = self.progress
+        resumed_at = time.perf_counter() - progress.seconds
         self.network.train()
         for inputs, labels in batches(
             self.task.train, self.config.batch_size, shuffle=True, generator=self.shuffle,
             drop_last=True, dtype=self.dtype, device=self.device,
+            first_batch=progress.steps_done,
         ):
             step_start = time.perf_counter()
             accumulator = PredictionAccumulator(self.config.prediction, self.task.ignore_first)
             loss = self.learner.compute_gradients(
                 self.network, inputs, labels, self.task.ignore_first, accumulator
             )
-            grad_norm = float(
-                torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
-            )
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable,
+                                                             self.config.grad_clip))
+            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                what = "loss" if not math.isfinite(loss) else "gradient norm"
+                value = loss if what == "loss" else grad_norm
+                raise RunError(f"the {what} became {value} at step {self.step + 1} (epoch "
+                               f"{self.epoch + 1}); training stopped before that update. Lower "
+                               f"lr (now {self.config.lr:g}) or grad_clip, or check the inputs")
             if self.session is not None:
                 self.session.before_update()
             self.optimizer.step()
@@ -221,8 +361,9 @@ class Trainer:
             if self.session is not None:
                 self.session.after_update(self.step + 1)
             hits = int((accumulator.predictions() == labels).sum())
-            correct, seen = correct + hits, seen + len(labels)
-            losses.append(loss)
+            progress.correct, progress.seen = progress.correct + hits, progress.seen + len(labels)
+            progress.loss_sum += loss
+            progress.steps_done += 1
             self.step += 1
             if on_step is not None:
                 on_step(
@@ -231,17 +372,23 @@ class Trainer:
                         time.perf_counter() - step_start,
                     )
                 )
-        self.epoch += 1
+            progress.seconds = time.perf_counter() - resumed_at
+            if (checkpoint_every and on_checkpoint is not None
+                    and progress.steps_done % checkpoint_every == 0
+                    and progress.steps_done < self.steps_per_epoch):
+                on_checkpoint()
         test_accuracy = self.accuracy(self.task.test)
         validation = self.task.validation
         validation_accuracy = self.accuracy(validation) if validation is not None else None
+        self.epoch += 1
         selection = validation_accuracy if validation_accuracy is not None else test_accuracy
         if selection > self.best_accuracy:
-            self.best_accuracy = selection
+            self.best_accuracy, self.best_epoch = selection, self.epoch
             self.best_weights = copy.deepcopy(self.network.state_dict())
+        self.progress = None
         return EpochMetrics(
-            self.epoch, sum(losses) / len(losses), correct / seen, test_accuracy,
-            validation_accuracy, time.perf_counter() - start,
+            self.epoch, progress.loss_sum / progress.steps_done, progress.correct / progress.seen,
+            test_accuracy, validation_accuracy, time.perf_counter() - resumed_at,
         )
 
     def constrain(self) -> None:
@@ -250,20 +397,14 @@ class Trainer:
             for layer in self.network.hidden:
                 layer.model.constrain_(dict(layer.params.items()))
 
-    @torch.no_grad()
+    def evaluate(self, dataset: SequenceDataset) -> tuple[float, float]:
+        """(accuracy, loss) of the network on ``dataset`` (see ``evaluate_network``)."""
+        return evaluate_network(self.network, dataset, self.config, self.task.ignore_first,
+                                self.device)
+
     def accuracy(self, dataset: SequenceDataset) -> float:
-        """Fraction of correctly predicted samples, evaluated window by window."""
-        self.network.eval()
-        correct = 0
-        for inputs, labels in batches(
-            dataset, max(self.config.batch_size, 256), shuffle=False, dtype=self.dtype,
-            device=self.device,
-        ):
-            accumulator = PredictionAccumulator(self.config.prediction, self.task.ignore_first)
-            for outputs in self.network.windows(inputs, self.config.eval_window):
-                accumulator.add(outputs)
-            correct += int((accumulator.predictions() == labels).sum())
-        return correct / len(dataset)
+        """Fraction of correctly predicted samples of ``dataset``."""
+        return self.evaluate(dataset)[0]
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue this run exactly (a checkpoint)."""
@@ -274,7 +415,9 @@ class Trainer:
             "shuffle": self.shuffle.get_state(),
             "epoch": self.epoch,
             "step": self.step,
+            "progress": None if self.progress is None else asdict(self.progress),
             "best_accuracy": self.best_accuracy,
+            "best_epoch": self.best_epoch,
             "best_weights": self.best_weights,
             **({} if self.session is None else {
                 "session": self.session.state(), "device": self.session.backend.state_dict(),
@@ -287,10 +430,42 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.shuffle.set_state(state["shuffle"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        progress = state.get("progress")
+        self.progress = None if progress is None else EpochProgress(**progress)
         self.best_accuracy = float(state["best_accuracy"])
+        self.best_epoch = int(state.get("best_epoch", 0))
         self.best_weights = state["best_weights"]
         if self.session is not None:
             self.session.load_state(state["session"], state["device"])
+
+
+@torch.no_grad()
+def evaluate_network(
+    network: SpikingNetwork,
+    dataset: SequenceDataset,
+    config: TrainConfig,
+    ignore_first: int,
+    device: torch.device | str = "cpu",
+) -> tuple[float, float]:
+    """(accuracy, loss) of ``network`` on ``dataset``, run window by window
+    (``config.eval_window`` steps) in batches of max(batch_size, 256); the prediction and the
+    loss are the configured ones, the loss averaged over the samples."""
+    if len(dataset) == 0:
+        raise UserError("cannot evaluate an empty split")
+    network.eval()
+    correct, loss_sum = 0, 0.0
+    for inputs, labels in batches(
+        dataset, max(config.batch_size, 256), shuffle=False, dtype=DTYPES[config.dtype],
+        device=device,
+    ):
+        predictions = PredictionAccumulator(config.prediction, ignore_first)
+        losses = LossAccumulator(config.loss, labels, ignore_first)
+        for outputs in network.windows(inputs, config.eval_window):
+            predictions.add(outputs)
+            losses.add(outputs)
+        correct += int((predictions.predictions() == labels).sum())
+        loss_sum += losses.loss() * len(labels)
+    return correct / len(dataset), loss_sum / len(dataset)
 
 
 def _schedule(name: str, end_factor: float, total_steps: int) -> Callable[[int], float]:

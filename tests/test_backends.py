@@ -33,6 +33,7 @@ def state_equal(a: object, b: object) -> bool:
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_program_then_read_returns_what_was_written(name: str) -> None:
+    # fixed seeds (weights and the device's default seed): deterministic
     backend = open_backend(name)
     with backend:
         backend.declare("hidden.0.w_in", (8, 5))
@@ -103,5 +104,70 @@ def test_registry_and_specs() -> None:
         parse_backend_spec("pcm://host/path")
     with pytest.raises(UserError, match="backend 'ideal'"):
         open_backend("ideal://?colour=red")
-    with pytest.raises(UserError, match="noise must be true or false"):
+    with pytest.raises(UserError, match="noise: expected true or false, got 'off'"):
         open_backend("pcm://?noise=off")
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_declare_with_a_step(name: str) -> None:
+    step = np.array([[0.25]])
+    weights = random_weights((8, 5))
+    backend = open_backend(name)
+    backend.declare("layer", (8, 5), step=step)
+    copy = open_backend(name)
+    copy.load_state_dict(backend.state_dict())  # the declared step is part of the state
+    for device in (backend, copy):
+        device.program("layer", weights)
+        held = device.weight_step("layer")
+        assert held is None or np.array_equal(held, step)  # float devices ignore the step
+    np.testing.assert_array_equal(backend.read("layer"), copy.read("layer"))
+    assert np.corrcoef(backend.read("layer").ravel(), weights.ravel())[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize(
+    "step",
+    [np.array([[0.0]]), np.array([[-0.1]]), np.array([[np.nan]]), np.array([[np.inf]]),
+     np.full((1, 5), 0.1), np.full((8,), 0.1), np.full((7, 1), 0.1)],
+)
+def test_declare_refuses_bad_steps(name: str, step: np.ndarray) -> None:
+    backend = open_backend(name)
+    backend.declare("layer", (8, 5))
+    backend.program("layer", random_weights((8, 5)))
+    before = backend.state_dict()
+    with pytest.raises(ValueError, match="step for layer 'layer'"):
+        backend.declare("layer", (8, 5), step=step)
+    with pytest.raises(ValueError, match="step for layer 'other'"):
+        backend.declare("other", (8, 5), step=step)
+    assert state_equal(before, backend.state_dict())
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_set_compensation_where_the_capabilities_say_so(name: str) -> None:
+    backend = open_backend(name)
+    if not backend.capabilities().compensation:
+        with pytest.raises(NotImplementedError, match=repr(name)):
+            backend.set_compensation(False)
+        return
+    backend.declare("layer", (8, 5))
+    backend.program("layer", random_weights((8, 5)))
+    backend.advance_time(3600.0)
+    compensated = backend.read("layer")
+    backend.set_compensation(False)
+    backend.set_compensation(True)
+    np.testing.assert_array_equal(backend.read("layer"), compensated)
+    with pytest.raises(ValueError, match="true or false"):
+        backend.set_compensation("off")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("seconds", [np.nan, np.inf, -np.inf, -1.0])
+def test_advance_time_refuses_nan_inf_and_negative_times(name: str, seconds: float) -> None:
+    backend = open_backend(name)
+    backend.declare("layer", (6, 4))
+    backend.program("layer", random_weights((6, 4)))
+    before = backend.state_dict()
+    with pytest.raises(ValueError, match="finite|backwards") as caught:
+        backend.advance_time(seconds)
+    assert "\n" not in str(caught.value)
+    assert state_equal(before, backend.state_dict())

@@ -7,15 +7,25 @@ device to advance its clock (drift) or to run the network itself. A bit-accurate
 real board implement the same class; the session never knows which it talks to.
 
 Weights use the (out, in) layout as numpy float64 arrays.
+
+Backends check their own options with ``check_integer``, ``check_number``, ``check_flag`` and
+``check_level_bits`` (one-line ValueErrors naming the option, its value and the allowed range);
+``open_backend`` turns those into ``UserError``. docs/backends.md lists every option.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+# the largest range_factor a quantizing backend accepts: a scale this far beyond the initial
+# weights leaves them all at level 0
+MAX_RANGE_FACTOR = 100.0
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,8 @@ class Capabilities:
         time: whether ``advance_time`` changes what the device holds (drift).
         pulses: whether ``pulse`` (incremental updates) is supported.
         mvm: whether ``mvm`` computes products with the held weights on the device (a crossbar).
+        compensation: whether reads and products can apply drift compensation
+            (``set_compensation``).
     """
 
     name: str
@@ -44,6 +56,7 @@ class Capabilities:
     time: bool = False
     pulses: bool = False
     mvm: bool = False
+    compensation: bool = False
 
 
 @dataclass
@@ -104,9 +117,31 @@ class Backend(ABC):
     @abstractmethod
     def capabilities(self) -> Capabilities: ...
 
-    def declare(self, layer: str, shape: tuple[int, int]) -> None:
-        """Reserve storage for a layer of ``shape`` (out, in) before it is first programmed."""
-        self.shapes[layer] = shape
+    def declare(
+        self, layer: str, shape: tuple[int, int], step: np.ndarray | None = None
+    ) -> None:
+        """Reserve storage for a layer of ``shape`` (out, in) before it is first programmed.
+
+        ``step`` (weight per level, (1, 1) or (out, 1), positive and finite) tells a quantizing
+        backend to use this scale for the layer instead of deriving one at the first write, so
+        trained levels land on a fresh device exactly; float backends check it and ignore it.
+        A step that differs from the one a programmed layer holds is refused. Bad shapes or
+        steps raise ValueError and leave the backend unchanged.
+        """
+        out, width = _checked_shape(layer, shape)
+        if step is not None:
+            self._fix_step(layer, _checked_step(layer, (out, width), step))
+        self.shapes[layer] = (out, width)
+
+    def _fix_step(self, layer: str, step: np.ndarray) -> None:
+        """Use ``step`` (checked, float64) as the weight per level of ``layer`` from its first
+        write on; part of the state. A no-op for float backends."""
+
+    def _refuse_other_step(self, layer: str, held: np.ndarray, step: np.ndarray) -> None:
+        """ValueError if ``layer``, programmed at step ``held``, is declared with another."""
+        if not np.array_equal(held, step):
+            raise ValueError(f"layer {layer!r} already holds weights at another step; the step "
+                             "is fixed at the first write (reset the backend to change it)")
 
     @abstractmethod
     def program(self, layer: str, weights: np.ndarray) -> WriteReport:
@@ -127,6 +162,11 @@ class Backend(ABC):
     def refresh(self, layer: str) -> WriteReport | None:
         """Re-write synapses whose devices ran out of range (None: nothing to do on this device)."""
         return None
+
+    def set_compensation(self, on: bool) -> None:
+        """Switch drift compensation of ``read`` and ``mvm`` on or off (only where
+        ``capabilities().compensation``). A setting like the options: not part of the state."""
+        raise NotImplementedError(f"backend {self.name!r} has no drift compensation")
 
     def mvm(self, layer: str, inputs: np.ndarray) -> np.ndarray:
         """Products with what the device holds: inputs (B, in) → outputs (B, out) = inputs·Wᵀ as
@@ -151,7 +191,10 @@ class Backend(ABC):
         self.shapes.clear()
 
     def advance_time(self, seconds: float) -> None:
-        """Let ``seconds`` pass on the device clock (drift); a no-op for timeless devices."""
+        """Let ``seconds`` (finite, ≥ 0) pass on the device clock (drift); a no-op for timeless
+        devices. NaN, inf and negative times raise ValueError."""
+        if not math.isfinite(seconds):
+            raise ValueError(f"seconds must be a finite number, got {seconds}")
         if seconds < 0:
             raise ValueError(f"time cannot run backwards (seconds={seconds})")
 
@@ -185,6 +228,70 @@ class Backend(ABC):
             raise ValueError(f"{what} for layer {layer!r} have shape {array.shape}, "
                              f"the layer holds {shape}")
         return array
+
+
+def check_integer(name: str, value: int, low: int, high: int) -> int:
+    """``value`` if it is an integer in low..high, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not (
+        low <= value <= high
+    ):
+        raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+    return int(value)
+
+
+def check_number(
+    name: str, value: float, low: float, high: float, *, open_low: bool = False,
+    open_high: bool = False, unit: str = "",
+) -> float:
+    """``value`` as a float if it lies in [low, high] (an end excluded with ``open_low`` or
+    ``open_high``), else a ValueError naming ``name``, the value and the range (in ``unit``).
+    The ends are finite, so NaN and inf never lie in the range."""
+    inside = (
+        isinstance(value, numbers.Real) and not isinstance(value, bool)
+        and (low < value if open_low else low <= value)
+        and (value < high if open_high else value <= high)
+    )
+    if not inside:
+        left, right = "(" if open_low else "[", ")" if open_high else "]"
+        raise ValueError(f"{name} must lie in {left}{low:g}, {high:g}{right}"
+                         f"{' ' + unit if unit else ''}, got {value!r}")
+    return float(value)
+
+
+def check_flag(name: str, value: bool) -> bool:
+    """``value`` if it is a bool, else a ValueError naming ``name``."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def check_level_bits(bits: int) -> int:
+    """Weight bits of a device holding symmetric levels: 2..8 (1 bit holds only level 0)."""
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 2 <= bits <= 8:
+        raise ValueError(f"bits must lie in 1..8, and a device needs bits >= 2 (1 bit holds "
+                         f"only level 0): allowed 2..8, got {bits!r}")
+    return int(bits)
+
+
+def _checked_shape(layer: str, shape: tuple[int, int]) -> tuple[int, int]:
+    """``shape`` as (out, in) ints ≥ 1, else ValueError."""
+    if len(shape) != 2 or not all(
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in shape
+    ):
+        raise ValueError(f"layer {layer!r} needs a shape (out, in) of two integers >= 1, "
+                         f"got {shape!r}")
+    return int(shape[0]), int(shape[1])
+
+
+def _checked_step(layer: str, shape: tuple[int, int], step: np.ndarray) -> np.ndarray:
+    """``step`` as a float64 copy, (1, 1) or (out, 1), positive and finite, else ValueError."""
+    array = np.array(step, dtype=np.float64)
+    if array.shape not in ((1, 1), (shape[0], 1)):
+        raise ValueError(f"step for layer {layer!r} must be (1, 1) or ({shape[0]}, 1), "
+                         f"got {array.shape}")
+    if not (np.isfinite(array).all() and (array > 0).all()):
+        raise ValueError(f"step for layer {layer!r} must be positive and finite")
+    return array
 
 
 def _finite(array: np.ndarray, what: str) -> np.ndarray:

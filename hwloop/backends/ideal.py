@@ -10,7 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from hwloop.backends.base import Backend, Capabilities, WriteReport
+from hwloop.backends.base import (
+    Backend,
+    Capabilities,
+    MAX_RANGE_FACTOR,
+    WriteReport,
+    check_flag,
+    check_level_bits,
+    check_number,
+)
 from hwloop.quantize import DEFAULT_RANGE_FACTOR, level_scale, symmetric_levels, top_level
 
 
@@ -18,10 +26,13 @@ class IdealBackend(Backend):
     """Float64 copies of the weights, or exact levels × a per-layer scale; no noise, no time.
 
     Args:
-        bits: None for float weights, or 1..8 for 2^(bits−1) − 1 levels per sign.
-        range_factor: with bits, the first write of a layer sets scale = range_factor·max|W|/L
-            (3 by default: trained weights grow a few times beyond their initial range).
+        bits: None for float weights, or 2..8 for 2^(bits−1) − 1 levels per sign.
+        range_factor: in (0, 100]; with bits, the first write of a layer sets
+            scale = range_factor·max|W|/L (3 by default: trained weights grow a few times beyond
+            their initial range), unless ``declare`` gave the layer a step.
         per_channel: with bits, one scale per output row.
+
+    docs/backends.md lists the options with their ranges.
     """
 
     name = "ideal"
@@ -33,12 +44,10 @@ class IdealBackend(Backend):
         per_channel: bool = False,
     ) -> None:
         super().__init__()
-        if bits is not None and not 1 <= int(bits) <= 8:
-            raise ValueError(f"bits must lie in 1..8, got {bits}")
-        if range_factor <= 0:
-            raise ValueError(f"range_factor must be > 0, got {range_factor}")
-        self.bits = None if bits is None else int(bits)
-        self.range_factor, self.per_channel = float(range_factor), bool(per_channel)
+        self.bits = None if bits is None else check_level_bits(bits)
+        self.range_factor = check_number("range_factor", range_factor, 0, MAX_RANGE_FACTOR,
+                                         open_low=True)
+        self.per_channel = check_flag("per_channel", per_channel)
         self.weights: dict[str, np.ndarray] = {}
         self.scales: dict[str, np.ndarray] = {}
 
@@ -48,6 +57,14 @@ class IdealBackend(Backend):
         top = top_level(self.bits)
         return Capabilities(name=self.name, weight_format="levels", bits=self.bits,
                             levels=2 * top + 1, pulses=True, mvm=True)
+
+    def _fix_step(self, layer: str, step: np.ndarray) -> None:
+        if self.bits is None:
+            return
+        if layer in self.weights:
+            self._refuse_other_step(layer, self.scales[layer], step)
+        else:
+            self.scales[layer] = step
 
     def program(self, layer: str, weights: np.ndarray) -> WriteReport:
         start = time.perf_counter()

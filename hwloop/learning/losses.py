@@ -81,3 +81,43 @@ class PredictionAccumulator:
         if self.total is None:
             raise ValueError("no outputs were added")
         return self.total.argmax(-1)
+
+
+class LossAccumulator:
+    """The loss ``name`` of outputs against labels (B,), accumulated window by window (no
+    gradient): equal to ``sequence_loss`` of the whole output sequence."""
+
+    def __init__(self, name: str, labels: Tensor, ignore_first: int) -> None:
+        if name not in LOSSES:
+            raise ValueError(f"unknown loss {name!r} (choose from: {', '.join(LOSSES)})")
+        self.name, self.labels, self.ignore_first = name, labels, ignore_first
+        self.total: Tensor | None = None  # per_step_ce: summed CE / B; sum_of_softmax: sums
+        self.last: Tensor | None = None
+        self.steps = 0
+
+    def add(self, outputs: Tensor) -> None:
+        """Add a window of outputs (B, λ, K) following the previous ones."""
+        start = self.steps
+        self.steps += outputs.shape[1]
+        self.last = outputs[:, -1].detach()
+        valid = outputs[:, max(self.ignore_first - start, 0) :].detach()
+        if self.name == "per_step_ce":
+            labels = self.labels.repeat_interleave(valid.shape[1])
+            part = F.cross_entropy(valid.reshape(-1, valid.shape[-1]), labels, reduction="sum")
+            part = part / outputs.shape[0]
+        elif self.name == "sum_of_softmax":
+            part = torch.softmax(valid, -1).sum(1)
+        else:
+            return
+        self.total = part if self.total is None else self.total + part
+
+    def loss(self) -> float:
+        """The loss of all windows added."""
+        if self.last is None:
+            raise ValueError("no outputs were added")
+        if self.name == "last_step_ce":
+            return float(F.cross_entropy(self.last, self.labels))
+        assert self.total is not None
+        if self.name == "sum_of_softmax":
+            return float(F.cross_entropy(self.total, self.labels))
+        return float(self.total) / (self.steps - self.ignore_first)

@@ -88,17 +88,19 @@ def batches(
     drop_last: bool = False,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    first_batch: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (inputs (B, T, M) of ``dtype``, labels (B,) int64) batches.
 
     With ``shuffle`` the order is a permutation drawn from ``generator`` (pass a seeded one for
     reproducible runs). ``drop_last`` drops a final incomplete batch (training, as in HYPR's
     loaders); if the dataset is smaller than one batch, that single short batch is still kept.
+    The first ``first_batch`` batches of the order are skipped (continuing an epoch).
     """
     count = len(dataset)
     order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
     stop = count - count % batch_size if drop_last and count >= batch_size else count
-    for start in range(0, stop, batch_size):
+    for start in range(first_batch * batch_size, stop, batch_size):
         index = order[start : start + batch_size]
         inputs = dataset.inputs[index].to(device=device, dtype=dtype)
         yield inputs, dataset.labels[index].to(device)

@@ -15,7 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from hwloop.backends.base import Backend, Capabilities, WriteReport
+from hwloop.backends.base import (
+    MAX_RANGE_FACTOR,
+    Backend,
+    Capabilities,
+    WriteReport,
+    check_flag,
+    check_integer,
+    check_level_bits,
+    check_number,
+)
 from hwloop.quantize import (
     DEFAULT_RANGE_FACTOR,
     ConductanceMap,
@@ -37,13 +46,19 @@ from simulators.pcm.normals import TorchNormals
 from simulators.pcm.pulse import PulseModel
 
 MODES = ("statistical", "verify")
+MAX_G_MAX = 1000.0  # µS; measured PCM devices reach tens of µS
+MAX_NOISE_SCALE = 100.0  # for the noise multipliers and output_noise
+MAX_WRITE_CYCLE_SECONDS = 1.0
+MAX_CLOCK_SECONDS = 1e12  # about 30,000 years; far beyond it the drift formulas overflow
 
 
 class PCMBackend(Backend):
     """A simulated PCM crossbar holding each layer on differential device pairs.
 
+    docs/backends.md lists every option with its unit, default and allowed range.
+
     Args:
-        bits: weight bits, 1..8 (2^(bits−1) − 1 levels per sign).
+        bits: weight bits, 2..8 (2^(bits−1) − 1 levels per sign).
         mode: ``statistical`` (one-shot programming noise from the fit) or ``verify``
             (pulse-level program-and-verify with the gradual-SET model).
         fit: device statistics for programming noise, drift and 1/f noise: ``pcm`` or ``hermes``.
@@ -51,11 +66,16 @@ class PCMBackend(Backend):
             verify mode (the gradual-SET model saturates near 10.5 µS).
         g_min: conductance of level 0 (µS).
         noise: False switches every noise source off (programming, drift, 1/f, pulses, MVM).
-        tolerance: verify tolerance in levels; max_iterations: verify reads per cell.
-        gdc: global drift compensation on reads and MVMs.
+        prog_noise_scale, drift_scale, read_noise_scale: multipliers of the fit's programming
+            noise, drift exponents and 1/f noise (0 switches one off).
+        tolerance: verify tolerance in levels (at most 2L); max_iterations: verify reads per
+            cell.
+        gdc: global drift compensation on reads and MVMs (``set_compensation`` switches it).
         range_factor: the first write of a layer sets scale = range_factor · max|W| / L (3 by
-            default: trained weights grow a few times beyond their initial range).
+            default: trained weights grow a few times beyond their initial range), unless
+            ``declare`` gave the layer a step.
         per_channel: one scale per output row instead of per layer.
+        tile, dac_bits, adc_bits, output_noise: the MVM periphery (``AnalogPeriphery``).
         refresh_threshold: µS for ``refresh`` (default 0.6 · g_max).
         write_cycle_seconds: device time of one write cycle (a row of pulses plus a verify read).
         seed: seed of the device's random generator (part of the device state).
@@ -88,44 +108,57 @@ class PCMBackend(Backend):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if not 1 <= int(bits) <= 8:
-            raise ValueError(f"bits must lie in 1..8, got {bits}")
-        if int(bits) == 1:
-            raise ValueError("a PCM differential pair needs bits >= 2 (1 bit holds only level 0)")
+        self.bits = check_level_bits(bits)
         if mode not in MODES:
             raise ValueError(f"unknown PCM mode {mode!r} (choose from: {', '.join(MODES)})")
-        for flag, value in (("noise", noise), ("gdc", gdc), ("per_channel", per_channel)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{flag} must be true or false, got {value!r}")
         if fit not in FITS:
             raise ValueError(f"unknown PCM fit {fit!r} (choose from: {', '.join(FITS)})")
-        if range_factor <= 0 or tolerance <= 0 or max_iterations < 1 or tile < 1:
-            raise ValueError("range_factor and tolerance must be > 0, max_iterations and tile ≥ 1")
-        self.bits, self.mode, self.fit_name = int(bits), mode, fit
-        self.noise, self.gdc = bool(noise), bool(gdc)
-        self.range_factor, self.per_channel = float(range_factor), bool(per_channel)
-        self.write_cycle_seconds = float(write_cycle_seconds)
-        on = 1.0 if self.noise else 0.0
+        self.mode, self.fit_name = mode, fit
+        self.noise, self.gdc = check_flag("noise", noise), check_flag("gdc", gdc)
+        self.per_channel = check_flag("per_channel", per_channel)
+        self.range_factor = check_number("range_factor", range_factor, 0, MAX_RANGE_FACTOR,
+                                         open_low=True)
+        self.write_cycle_seconds = check_number(
+            "write_cycle_seconds", write_cycle_seconds, 0, MAX_WRITE_CYCLE_SECONDS,
+            open_low=True, unit="s",
+        )
         if g_max is None and mode == "verify":
             g_max = 10.0
-        self.fit = make_fit(
-            fit, g_max, prog_noise_scale=on * prog_noise_scale, drift_scale=on * drift_scale,
-            read_noise_scale=on * read_noise_scale,
-        )
-        self.mapping = ConductanceMap(bits=self.bits, g_min=float(g_min), g_max=self.fit.g_max)
+        if g_max is not None:
+            g_max = check_number("g_max", g_max, 0, MAX_G_MAX, open_low=True, unit="µS")
+        on = 1.0 if self.noise else 0.0
+        scales = {
+            name: on * check_number(name, value, 0, MAX_NOISE_SCALE)
+            for name, value in (("prog_noise_scale", prog_noise_scale),
+                                ("drift_scale", drift_scale),
+                                ("read_noise_scale", read_noise_scale))
+        }
+        self.fit = make_fit(fit, g_max, **scales)
+        g_min = check_number("g_min", g_min, 0, self.fit.g_max, open_high=True, unit="µS")
+        self.mapping = ConductanceMap(bits=self.bits, g_min=g_min, g_max=self.fit.g_max)
         self.pulses = PulseModel(noise_scale=on, g_ceiling=max(12.0, self.fit.g_max))
-        self.refresh_threshold = (
-            0.6 * self.fit.g_max if refresh_threshold is None else float(refresh_threshold)
+        self.refresh_threshold = 0.6 * self.fit.g_max if refresh_threshold is None else (
+            check_number("refresh_threshold", refresh_threshold, 0, self.fit.g_max,
+                         open_low=True, unit="µS")
         )
-        self.verify = VerifySettings(tolerance=float(tolerance), max_iterations=int(max_iterations))
+        self.verify = VerifySettings(
+            # a pair's difference spans 2L levels: a wider tolerance accepts any read
+            tolerance=check_number("tolerance", tolerance, 0, 2 * top_level(self.bits),
+                                   open_low=True, unit="levels"),
+            max_iterations=check_integer("max_iterations", max_iterations, 1, 10_000),
+        )
         self.periphery = AnalogPeriphery(
-            tile=int(tile), dac_bits=int(dac_bits), adc_bits=int(adc_bits),
-            output_noise=on * float(output_noise),
+            tile=check_integer("tile", tile, 1, 4096),
+            dac_bits=check_integer("dac_bits", dac_bits, 2, 16),
+            adc_bits=check_integer("adc_bits", adc_bits, 2, 16),
+            output_noise=on * check_number("output_noise", output_noise, 0, MAX_NOISE_SCALE),
         )
-        self.seed = int(seed)
+        self.seed = check_integer("seed", seed, 0, 2**63 - 1)
         self.rng = TorchNormals(self.seed)
         self.clock = 0.0
         self.arrays: dict[str, PCMArray] = {}
+        # weight per level given by ``declare`` for layers not yet written (part of the state)
+        self.steps: dict[str, np.ndarray] = {}
         # derived from the device state at one clock time; dropped on every write or reset
         self._read_cache: dict[str, tuple[float, np.ndarray]] = {}  # layer → (clock, weights)
         self._mvm_cache: dict[str, tuple[float, np.ndarray, np.ndarray]] = {}
@@ -135,20 +168,28 @@ class PCMBackend(Backend):
         return Capabilities(
             name=self.name, weight_format="conductance_pair", bits=self.bits, levels=2 * top + 1,
             tile_size=(self.periphery.tile, self.periphery.tile), time=True, pulses=True,
-            mvm=True,
+            mvm=True, compensation=True,
         )
 
     # --- writing -------------------------------------------------------------------------
 
+    def _fix_step(self, layer: str, step: np.ndarray) -> None:
+        if layer in self.arrays:
+            self._refuse_other_step(layer, self.arrays[layer].scale, step)
+        else:
+            self.steps[layer] = step
+
     def program(self, layer: str, weights: np.ndarray) -> WriteReport:
         """Quantize ``weights`` and (re)program the synapses whose level changed (all on the
-        first write, which also fixes the layer's scale)."""
+        first write, which also fixes the layer's scale: the declared step, if any)."""
         start = time.perf_counter()
         array = self.check_weights(layer, weights)
         first = layer not in self.arrays
         if first:
-            scale = level_scale(array, self.bits, range_factor=self.range_factor,
-                                per_channel=self.per_channel)
+            scale = self.steps.pop(layer, None)
+            if scale is None:
+                scale = level_scale(array, self.bits, range_factor=self.range_factor,
+                                    per_channel=self.per_channel)
             self.arrays[layer] = PCMArray.blank(array.shape, scale, self.mapping.g_min)
         held = self.arrays[layer]
         levels, _ = symmetric_levels(array, self.bits, scale=held.scale)
@@ -242,6 +283,11 @@ class PCMBackend(Backend):
             self._mvm_cache[layer] = cached
         return analog_mvm(inputs, cached[1], self.periphery, self.rng) * cached[2]
 
+    def set_compensation(self, on: bool) -> None:
+        """Switch global drift compensation (the ``gdc`` option) of reads and MVMs."""
+        self.gdc = check_flag("compensation", on)
+        self._mvm_cache.clear()  # its factors include the GDC factor
+
     def weight_step(self, layer: str) -> np.ndarray:
         return self._array(layer).scale.copy()
 
@@ -275,12 +321,17 @@ class PCMBackend(Backend):
     # --- time and state ------------------------------------------------------------------
 
     def advance_time(self, seconds: float) -> None:
+        """Let ``seconds`` pass; the clock may not pass MAX_CLOCK_SECONDS (ValueError)."""
         super().advance_time(seconds)
+        if self.clock + seconds > MAX_CLOCK_SECONDS:
+            raise ValueError(f"the device clock would pass {MAX_CLOCK_SECONDS:g} s "
+                             f"(it is at {self.clock:g} s, seconds={seconds})")
         self.clock += float(seconds)
 
     def reset(self) -> None:
         super().reset()
         self.arrays.clear()
+        self.steps.clear()
         self._forget()
 
     def counters(self) -> dict[str, int]:
@@ -295,6 +346,7 @@ class PCMBackend(Backend):
             "clock": self.clock,
             "rng": self.rng.state(),
             "shapes": {k: list(v) for k, v in self.shapes.items()},
+            "steps": {k: v.copy() for k, v in self.steps.items()},
             "arrays": {k: v.to_dict() for k, v in self.arrays.items()},
         }
 
@@ -302,6 +354,8 @@ class PCMBackend(Backend):
         self.clock = float(state["clock"])
         self.rng.set_state(state["rng"])
         self.shapes = {k: (int(v[0]), int(v[1])) for k, v in state["shapes"].items()}
+        # states saved before declare took a step have no "steps"
+        self.steps = {k: np.array(v, dtype=np.float64) for k, v in state.get("steps", {}).items()}
         self.arrays = {k: PCMArray.from_dict(v) for k, v in state["arrays"].items()}
         self._forget()
 
