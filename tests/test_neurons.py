@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.func import jvp
@@ -9,6 +11,7 @@ from torch.func import jvp
 from hwloop.errors import UserError
 from hwloop.neurons import ALIF, BRF, LI, LIF, AdLIF, NeuronModel, make_neuron
 from hwloop.neurons.surrogates import SURROGATES, double_gaussian, spike
+from hwloop.options import build_options
 
 MODELS: dict[str, NeuronModel] = {
     "lif": LIF(),
@@ -106,7 +109,7 @@ def test_steps_match_spec_equations_by_hand() -> None:
     torch.testing.assert_close(a, 0.7 * one)
     torch.testing.assert_close(u, -0.6 * one)
     assert z.item() == 0.0
-    brf = BRF(dt=0.1)
+    brf = BRF(dt=0.1, omega_range=(2.0, 2.0))  # δω < 1 (Euler mode); ω = 2 below
     params = {"omega": torch.tensor([2.0], dtype=torch.float64), "b_offset": torch.tensor([1.0])}
     (u, v, q), z = brf.step(10.0 * one, (one, 0 * one, 0 * one), 0 * one, brf.coefficients(params))
     p = (-1 + (1 - 0.04) ** 0.5) / 0.1
@@ -147,3 +150,101 @@ def test_make_neuron_errors() -> None:
         make_neuron("lif", {"thr": "high"})
     with pytest.raises(UserError, match="unknown surrogate"):
         make_neuron("brf", {"surrogate": "magic"})
+
+
+BAD_OPTIONS = [
+    # (model, options, text the one-line error must contain)
+    ("lif", {"tau_u_range": [25.0, 5.0]}, "tau_u_range=(25.0, 5.0) must be ordered: low <= high"),
+    ("lif", {"tau_u_range": [0.0, 5.0]},
+     "tau_u_range=(0.0, 5.0): both ends must lie in [0.001, 1e+06]"),
+    ("lif", {"tau_u_range": [-5.0, 5.0]}, "tau_u_range=(-5.0, 5.0): both ends must lie in"),
+    ("lif", {"tau_u_range": [1e-30, 1e-30]}, "tau_u_range=(1e-30, 1e-30): both ends must lie in"),
+    ("lif", {"tau_u_range": [5.0, 1e7]}, "tau_u_range=(5.0, 10000000.0): both ends must lie in"),
+    ("lif", {"thr": 0.0}, "thr=0.0 must be > 0"),
+    ("lif", {"thr": -1.0}, "thr=-1.0 must be > 0"),
+    ("lif", {"thr": 1e39}, "thr=1e+39 must be finite and at most 3.4e+38 in magnitude (float32)"),
+    ("alif", {"beta_a": -1.0}, "beta_a=-1.0 must be >= 0"),
+    ("alif", {"b_j0": -0.1}, "b_j0=-0.1 must be >= 0"),
+    ("alif", {"tau_u_mean": 0.0}, "tau_u_mean=0.0 must lie in [0.001, 1e+06]"),
+    ("alif", {"tau_a_mean": -150.0}, "tau_a_mean=-150.0 must lie in [0.001, 1e+06]"),
+    ("alif", {"tau_u_std": -1.0}, "tau_u_std=-1.0 must lie in [0, 1e+06]"),
+    ("alif", {"tau_u_std": 10.0},
+     "tau_u_std=10.0 with tau_u_mean=20.0 must keep tau_u_mean >= 4*tau_u_std"),
+    ("alif", {"tau_a_mean": 20.0}, "tau_a_std=10.0 with tau_a_mean=20.0 must keep"),
+    ("alif", {"tau_u_min": 0.0}, "tau_u_min=0.0 must lie in [0.001, 1e+06]"),
+    ("alif", {"tau_a_min": -100.0}, "tau_a_min=-100.0 must lie in"),
+    ("adlif", {"tau_u_range": [25.0, 5.0]}, "tau_u_range=(25.0, 5.0) must be ordered"),
+    ("adlif", {"tau_w_range": [0.0, 300.0]}, "tau_w_range=(0.0, 300.0): both ends must lie in"),
+    ("adlif", {"a_range": [1.0, 0.0]}, "a_range=(1.0, 0.0) must be ordered"),
+    ("adlif", {"a_range": [0.0, 1e39]}, "a_range=(0.0, 1e+39): both ends must be finite"),
+    ("adlif", {"b_range": [-1.0, 1.0]}, "b_range=(-1.0, 1.0): both ends must be >= 0"),
+    ("adlif", {"thr": 0.0}, "thr=0.0 must be > 0"),
+    ("adlif", {"adapt_coeff": -120.0}, "adapt_coeff=-120.0 must be >= 0"),
+    ("brf", {"thr": 0.0}, "thr=0.0 must be > 0"),
+    ("brf", {"dt": 0.0}, "dt=0.0 must be > 0"),
+    ("brf", {"dt": -0.01}, "dt=-0.01 must be > 0"),
+    ("brf", {"surrogate": "magic"}, "unknown surrogate 'magic'"),
+    ("brf", {"omega_range": [10.0, 5.0]}, "omega_range=(10.0, 5.0) must be ordered"),
+    ("brf", {"b_range": [3.0, 2.0]}, "b_range=(3.0, 2.0) must be ordered"),
+    ("brf", {"omega_range": [5.0, 100.0]},
+     "omega_range=(5.0, 100.0) with dt=0.01 must keep abs(omega)*dt < 1"),
+    ("brf", {"omega_range": [-120.0, 5.0]}, "omega_range=(-120.0, 5.0) with dt=0.01 must keep"),
+    ("brf", {"dt": 0.5}, "omega_range=(5.0, 10.0) with dt=0.5 must keep abs(omega)*dt < 1"),
+    ("brf", {"b_range": [2.0, 300.0]},
+     "b_range=(2.0, 300.0) with dt=0.01 and omega_range=(5.0, 10.0)"),
+    ("brf", {"exponential_omega": True, "omega_range": [-1.0, 5.0]},
+     "omega_range=(-1.0, 5.0): both ends must be >= 0"),
+    ("brf", {"exponential_b": True, "b_range": [-1.0, 1.0]},
+     "b_range=(-1.0, 1.0): both ends must be >= 0"),
+    ("brf", {"use_exponential": True, "omega_range": [0.0, 400.0]},
+     "omega_range=(0.0, 400.0) with dt=0.01 must keep abs(omega)*dt <= pi"),
+    ("li", {"tau_range": [25.0, 15.0]}, "tau_range=(25.0, 15.0) must be ordered"),
+    ("li", {"tau_range": [0.0, 15.0]},
+     "tau_range=(0.0, 15.0): both ends must lie in [0.001, 1e+06]"),
+    ("li", {"tau_range": [15.0, 1e9]}, "tau_range=(15.0, 1000000000.0): both ends must lie in"),
+]
+
+
+def build_model(name: str, options: dict) -> NeuronModel:
+    if name == "li":
+        return build_options(LI, options, "readout")
+    return make_neuron(name, options)
+
+
+@pytest.mark.parametrize(
+    "name, options, message",
+    BAD_OPTIONS,
+    ids=[f"{name}-{'-'.join(options)}" for name, options, _ in BAD_OPTIONS],
+)
+def test_bad_options_give_one_line_errors(name: str, options: dict, message: str) -> None:
+    with pytest.raises(UserError) as error:
+        build_model(name, options)
+    text = str(error.value)
+    prefix = "readout: " if name == "li" else f"neuron {name!r}: "
+    assert text.startswith(prefix) and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("li", {"tau_range": [1e-3, 1e-3]}),  # α = 0 exactly (test_hypr's exact case)
+        ("lif", {"tau_u_range": [10.0, 10.0], "thr": 1e-6}),
+        ("alif", {"beta_a": 0.0, "b_j0": 0.0, "tau_u_std": 0.0, "tau_a_mean": 40.0}),
+        ("adlif", {"a_range": [-1.0, 1.0], "b_range": [0.0, 2.0], "adapt_coeff": 0.0}),
+        # Euler limit: abs(b)·dt <= 2·sqrt(1 − 0.999²) ≈ 0.0894
+        ("brf", {"omega_range": [-99.9, 99.9], "b_range": [-8.9, 8.9]}),
+        ("brf", {"use_exponential": True, "omega_range": [0.0, 314.0], "b_range": [-1e6, 1e6]}),
+    ],
+)
+def test_options_at_the_edges_are_accepted(name: str, options: dict) -> None:
+    build_model(name, options)
+
+
+def test_direct_construction_is_checked_too() -> None:
+    """Models built in Python (without build_options) refuse NaN, inf and bad ranges alike."""
+    with pytest.raises(ValueError, match="thr=nan must be finite"):
+        LIF(thr=math.nan)
+    with pytest.raises(ValueError, match="tau_range=.*inf.*both ends must be finite"):
+        LI(tau_range=(1.0, math.inf))
+    with pytest.raises(ValueError, match="omega_range=.* must keep abs"):
+        BRF(dt=0.1)

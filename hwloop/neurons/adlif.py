@@ -23,6 +23,10 @@ from hwloop.neurons.base import (
     Params,
     State,
     StepJacobians,
+    TAU_MAX,
+    TAU_MIN,
+    check_number,
+    check_range,
     stack_matrix,
     stack_vector,
     uniform,
@@ -46,6 +50,14 @@ class AdLIF(NeuronModel):
     b_range: tuple[float, float] = (0.0, 1.0)
     thr: float = 1.0
     adapt_coeff: float = 120.0
+
+    def __post_init__(self) -> None:
+        check_range("tau_u_range", self.tau_u_range, TAU_MIN, TAU_MAX)
+        check_range("tau_w_range", self.tau_w_range, TAU_MIN, TAU_MAX)
+        check_range("a_range", self.a_range)
+        check_range("b_range", self.b_range, 0.0)
+        check_number("thr", self.thr, 0.0, above=True)
+        check_number("adapt_coeff", self.adapt_coeff, 0.0)
 
     def init_params(
         self, size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32

@@ -8,6 +8,8 @@
 
 State [u, a] (d = 2). Trainable τ_u, τ_a (time constants in steps, used directly), initialised
 N(mean, std) and bounded below after each optimizer step (τ_u ≥ 10, τ_a ≥ 100 by default).
+Before the first step nothing bounds them, so the mean must lie 4 std above 0 (a τ ≤ 0 makes
+α = exp(−1/τ) ≥ 1 and the run diverge).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from hwloop.neurons.base import (
     Params,
     State,
     StepJacobians,
+    TAU_MAX,
+    TAU_MIN,
+    check_number,
     normal,
     stack_matrix,
     stack_vector,
@@ -48,6 +53,12 @@ class ALIF(NeuronModel):
     tau_a_std: float = 10.0
     tau_u_min: float = 10.0
     tau_a_min: float = 100.0
+
+    def __post_init__(self) -> None:
+        check_number("beta_a", self.beta_a, 0.0)
+        check_number("b_j0", self.b_j0, 0.0)
+        _check_time_constant("tau_u", self.tau_u_mean, self.tau_u_std, self.tau_u_min)
+        _check_time_constant("tau_a", self.tau_a_mean, self.tau_a_std, self.tau_a_min)
 
     def init_params(
         self, size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32
@@ -96,3 +107,17 @@ class ALIF(NeuronModel):
     def constrain_(self, params: Params) -> None:
         params["tau_u"].clamp_(min=self.tau_u_min)
         params["tau_a"].clamp_(min=self.tau_a_min)
+
+
+def _check_time_constant(prefix: str, mean: float, std: float, minimum: float) -> None:
+    """Options of a time constant τ ~ N(mean, std), bounded below by ``minimum`` after each
+    optimizer step. Nothing bounds the draws before the first step, and a τ ≤ 0 makes the run
+    diverge (NaN), so the mean must lie at least 4 std above 0 (as the defaults do)."""
+    check_number(f"{prefix}_mean", mean, TAU_MIN, TAU_MAX)
+    check_number(f"{prefix}_std", std, 0.0, TAU_MAX)
+    check_number(f"{prefix}_min", minimum, TAU_MIN, TAU_MAX)
+    if mean < 4.0 * std:
+        raise ValueError(
+            f"{prefix}_std={std!r} with {prefix}_mean={mean!r} must keep "
+            f"{prefix}_mean >= 4*{prefix}_std (initial time constants <= 0 give NaN)"
+        )

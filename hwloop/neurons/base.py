@@ -12,6 +12,7 @@ as a constant input (§2.7).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -22,6 +23,15 @@ from torch import Tensor
 State = tuple[Tensor, ...]
 Params = dict[str, Tensor]
 Coefficients = dict[str, Tensor]
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+"""The largest float32 (≈ 3.4e38): networks may compute in float32, so every hyperparameter
+must fit."""
+
+TAU_MIN, TAU_MAX = 1e-3, 1e6
+"""Allowed time constants τ, in steps. At 1e-3 and below α = exp(−1/τ) is exactly 0 in float32
+and float64 (and dα/dτ = α/τ² is 0/0 = NaN once τ² underflows); above 1e6, float32 rounds
+1 − α by more than 1 % (and to 0, a neuron deaf to its input, above about 3e7)."""
 
 
 @dataclass
@@ -92,6 +102,47 @@ class NeuronModel(ABC):
         """All-zero state and spike of ``shape`` (..., N), dtype and device taken from ``like``."""
         zeros = like.new_zeros(shape)
         return tuple(zeros.clone() for _ in self.state_names), zeros.clone()
+
+
+def check_number(
+    name: str, value: float, low: float = -math.inf, high: float = math.inf, *, above: bool = False
+) -> None:
+    """Refuse (ValueError) a ``value`` that is not finite in float32 or lies outside
+    [low, high] — outside (low, high] with ``above``. ``name`` is the option's name."""
+    problem = _problem(value, low, high, above)
+    if problem is not None:
+        raise ValueError(f"{name}={value!r} must {problem}")
+
+
+def check_range(
+    name: str,
+    value: tuple[float, float],
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    above: bool = False,
+) -> None:
+    """Refuse (ValueError) a pair (first, second) unless first <= second and both pass
+    ``check_number(name, ·, low, high, above=above)``."""
+    for end in value:
+        problem = _problem(end, low, high, above)
+        if problem is not None:
+            raise ValueError(f"{name}={value!r}: both ends must {problem}")
+    first, second = value
+    if first > second:
+        raise ValueError(f"{name}={value!r} must be ordered: low <= high")
+
+
+def _problem(value: float, low: float, high: float, above: bool) -> str | None:
+    """What ``value`` violates, as the end of a sentence, or None if it is allowed."""
+    if not abs(value) <= FLOAT32_MAX:  # also NaN
+        return f"be finite and at most {FLOAT32_MAX:.3g} in magnitude (float32)"
+    if (value > low if above else value >= low) and value <= high:
+        return None
+    bracket = "(" if above else "["
+    if high == math.inf:
+        return f"be {'>' if above else '>='} {low:g}"
+    return f"lie in {bracket}{low:g}, {high:g}]"
 
 
 def uniform(

@@ -10,7 +10,8 @@ Exponential mode:  β_t = −b' − q_{t-1},  r = exp(δβ_t),  φ = δω      (
 Both:              x_t = u_t − θ − q_{t-1},  z_t = H(x_t),  q_t = 0.9·q_{t-1} + z_t,  dz/ds = [ψ, 0, −ψ]
 
 State [u, v, q] (d = 3); no membrane reset. δ is the step in seconds (0.01), ω in rad/s.
-In Euler mode p(ω) is NaN when δω > 1 (as in the HYPR code; keep omega_range below 1/δ).
+In Euler mode p(ω) is NaN when δω > 1 (as in the HYPR code), so the initial ranges must keep
+δω < 1, and δb' ≤ 2·sqrt(1 − (δω)²), beyond which the Euler step grows without bound.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from hwloop.neurons.base import (
     Params,
     State,
     StepJacobians,
+    check_number,
+    check_range,
     stack_matrix,
     stack_vector,
     uniform,
@@ -58,6 +61,40 @@ class BRF(NeuronModel):
         if self.surrogate not in SURROGATES:
             raise ValueError(
                 f"unknown surrogate {self.surrogate!r} (choose from: {', '.join(SURROGATES)})"
+            )
+        check_number("thr", self.thr, 0.0, above=True)
+        check_number("dt", self.dt, 0.0, above=True)
+        # exponential parameters are initialised from the logarithms of their ranges
+        check_range("omega_range", self.omega_range, 0.0 if self.exponential_omega else -math.inf)
+        check_range("b_range", self.b_range, 0.0 if self.exponential_b else -math.inf)
+        self._check_step_size()
+
+    def _check_step_size(self) -> None:
+        """Refuse initial ω and b' that the discretisation cannot follow (module doc)."""
+        omega_step = self.dt * max(abs(end) for end in self.omega_range)  # largest initial δω
+        if self.use_exponential:
+            if omega_step > math.pi:
+                raise ValueError(
+                    f"omega_range={self.omega_range!r} with dt={self.dt!r} must keep "
+                    "abs(omega)*dt <= pi (higher frequencies alias): "
+                    f"ends within ±{math.pi / self.dt:g}"
+                )
+            return
+        if omega_step >= 1.0:
+            raise ValueError(
+                f"omega_range={self.omega_range!r} with dt={self.dt!r} must keep abs(omega)*dt < 1 "
+                f"in Euler mode (p(omega) is NaN beyond): ends within ±{1.0 / self.dt:g} "
+                "(exclusive), a smaller dt, or use_exponential=true"
+            )
+        b_step = self.dt * max(abs(end) for end in self.b_range)  # largest initial δb'
+        b_limit = 2.0 * math.sqrt(1.0 - omega_step**2)
+        if b_step > b_limit:
+            raise ValueError(
+                f"b_range={self.b_range!r} with dt={self.dt!r} and "
+                f"omega_range={self.omega_range!r} must keep abs(b)*dt <= "
+                f"2*sqrt(1 - (omega*dt)^2) = {b_limit:.4g} in Euler mode (the Euler step grows "
+                f"without bound beyond): ends within ±{b_limit / self.dt:.4g}, a smaller dt, "
+                "or use_exponential=true"
             )
 
     def init_params(

@@ -21,6 +21,9 @@ from hwloop.neurons.base import (
     Params,
     State,
     StepJacobians,
+    TAU_MAX,
+    TAU_MIN,
+    check_range,
     stack_matrix,
     stack_vector,
     uniform,
@@ -38,6 +41,9 @@ class LI(NeuronModel):
 
     tau_range: tuple[float, float] = (15.0, 25.0)
     interpolation: bool = False
+
+    def __post_init__(self) -> None:
+        check_range("tau_range", self.tau_range, TAU_MIN, TAU_MAX)
 
     def init_params(
         self, size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32

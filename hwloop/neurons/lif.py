@@ -22,6 +22,10 @@ from hwloop.neurons.base import (
     Params,
     State,
     StepJacobians,
+    TAU_MAX,
+    TAU_MIN,
+    check_number,
+    check_range,
     stack_matrix,
     stack_vector,
     uniform,
@@ -41,6 +45,10 @@ class LIF(NeuronModel):
 
     tau_u_range: tuple[float, float] = (5.0, 25.0)
     thr: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_range("tau_u_range", self.tau_u_range, TAU_MIN, TAU_MAX)
+        check_number("thr", self.thr, 0.0, above=True)
 
     def init_params(
         self, size: int, generator: torch.Generator, dtype: torch.dtype = torch.float32
