@@ -110,6 +110,7 @@ def test_registry_and_specs() -> None:
 
 @pytest.mark.parametrize("name", BACKENDS)
 def test_declare_with_a_step(name: str) -> None:
+    # fixed seeds (weights and the device's default seed): deterministic
     step = np.array([[0.25]])
     weights = random_weights((8, 5))
     backend = open_backend(name)
