@@ -1,6 +1,6 @@
 """Atomic file writes: a file appears whole or not at all, with the user's umask.
 
-A writer fills a temporary file beside the target, which then replaces the target
+The content is written to a temporary file beside the target, which then replaces the target
 (``os.replace``). The temporary file is created with mode 0o666 minus the umask, like any file
 the user creates (``tempfile.mkstemp`` would make it 0600), and it is removed on every error,
 Ctrl-C included. A process killed with SIGKILL can leave one behind; its name starts with
@@ -13,8 +13,6 @@ import errno
 import os
 import secrets
 from pathlib import Path
-from typing import Callable
-
 from hwloop.errors import RunError
 
 TEMPORARY_MARK = ".tmp-"
@@ -31,21 +29,27 @@ def temporary_path(target: Path) -> Path:
             continue
 
 
-def atomic_write(target: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(temporary)`` to fill a temporary file, then move it onto ``target``.
+def atomic_write(target: Path, data: bytes) -> Path:
+    """Write ``data`` to a temporary file beside ``target``, flush it to the disk, then move
+    it onto ``target``.
 
-    On any error, the temporary file is removed and ``target`` is left as it was. A full disk
-    (or a file-size limit) raises RunError naming the target.
+    The content is prepared in memory by the caller, so a write can only fail here, in plain
+    file I/O (HDF5 writing straight to a full disk leaves its library in a state that crashes
+    the interpreter). On any error the temporary file is removed and ``target`` is left as
+    it was; a full disk (or a file-size limit) raises RunError naming the target.
     """
     target = Path(target)
     temporary = temporary_path(target)
     try:
-        write(temporary)
+        with temporary.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(temporary, target)
     except OSError as error:
         if _is_out_of_space(error):
-            raise RunError(f"no space left to write {target} ({error.strerror or error}); "
-                           "it keeps its previous content; free some space and retry") from None
+            raise RunError(f"no space left to write {target} ({error.strerror}), which keeps "
+                           "its previous content; free some space") from None
         raise
     finally:
         if temporary.exists():
@@ -63,14 +67,6 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     return removed
 
 
-def _is_out_of_space(error: BaseException) -> bool:
-    """Whether ``error`` (or an error it wraps) means the disk or a size limit is full."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            return True
-        text = str(seen).lower()
-        if "no space left" in text or "file too large" in text or "disk quota" in text:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+def _is_out_of_space(error: OSError) -> bool:
+    """Whether ``error`` means the disk, a quota or a file-size limit is full."""
+    return error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)

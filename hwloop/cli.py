@@ -36,8 +36,23 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEFAULTS = TrainConfig()
 
 
+class _Stopped(Exception):
+    """Carries a KeyboardInterrupt (Ctrl-C, or ``Interrupted`` by a signal) past click, which
+    would otherwise print an empty line and lose the message."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__()
+        self.interrupt = interrupt
+
+
 class HwloopGroup(click.Group):
     """A click group whose every error is one line on stderr, with hwloop's exit statuses."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as interrupt:
+            raise _Stopped(interrupt) from None
 
     def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         kwargs["standalone_mode"] = False
@@ -50,13 +65,13 @@ class HwloopGroup(click.Group):
             _fail(str(error), EXIT_BAD_INPUT)
         except RunError as error:
             _fail(str(error), EXIT_FAILED)
-        except Interrupted as stop:
-            _fail(stop.message, stop.exit_status)
-        except click.exceptions.Abort as error:  # click wraps KeyboardInterrupt in Abort
-            cause = error.__cause__
-            if isinstance(cause, Interrupted):
-                _fail(cause.message, cause.exit_status)
-            _fail("interrupted", 130)
+        except _Stopped as stopped:
+            interrupt = stopped.interrupt
+            if isinstance(interrupt, Interrupted):
+                _fail(interrupt.message, interrupt.exit_status)
+            _fail("interrupted; nothing was written", 130)
+        except click.exceptions.Abort:  # Ctrl-C while click itself was parsing
+            _fail("interrupted; nothing was written", 130)
         except click.ClickException as error:
             _fail(error.format_message(), error.exit_code)
         except MemoryError:
@@ -128,7 +143,8 @@ def _default(key: str) -> str:
 @click.option("--dry-run", is_flag=True, help="Validate everything and print the resolved "
               "config; train nothing, write nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no description of the run on "
+              "stderr (errors are still printed).")
 @click.argument("overrides", nargs=-1)
 def train(
     config_file: str | None,
@@ -168,17 +184,21 @@ def train(
         return
     console = Console(stderr=True)
     start = time.perf_counter()
-    with Progress(
+    bar_display = Progress(
         TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
         console=console, disable=quiet or as_json, transient=False,
-    ) as bar_display:
-        bar = bar_display.add_task("train", total=plan.trainer.steps_per_epoch, epoch=0,
-                                   status="")
+    )
+    bar = bar_display.add_task("train", total=plan.trainer.steps_per_epoch, epoch=0, status="",
+                               start=False)
+    started = []
+    try:
 
-        def on_start(trainer: Trainer) -> None:
-            if not as_json:
+        def on_start(trainer: Trainer) -> None:  # the directory is locked: training starts
+            if not (as_json or quiet):
                 console.print(_plan_line(plan))
+            bar_display.start()
+            started.append(True)
             bar_display.reset(bar, total=trainer.steps_per_epoch, epoch=trainer.epoch + 1,
                               completed=0 if trainer.progress is None
                               else trainer.progress.steps_done, status="")
@@ -195,6 +215,9 @@ def train(
                                   epoch=metrics.epoch + 1, status="")
 
         record = run_plan(plan, TrainingProgress(on_start, on_step, on_epoch))
+    finally:
+        if started:
+            bar_display.stop()
     summary = record_summary(record)
     summary["seconds"] = time.perf_counter() - start
     if as_json:

@@ -124,6 +124,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             return tomllib.load(handle)
     except FileNotFoundError:
         raise UserError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise UserError(f"config file {path} is a directory; give a TOML file") from None
+    except OSError as error:
+        raise UserError(f"config file {path} cannot be read ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"config file {path} is not valid TOML: {error}") from None
 
@@ -152,8 +158,12 @@ def build_config(
     user: dict[str, Any] = {table: {} for table in TABLES}
     for source in (file_values or {}, {k: v for k, v in explicit.items() if v is not None}):
         _merge(user, source)
+    seen: set[str] = set()
     for text in overrides:
         key, value = parse_override(text)
+        if key in seen:
+            raise UserError(f"{key} is given twice among the KEY=VALUE overrides; give it once")
+        seen.add(key)
         table, dot, option = key.partition(".")
         _merge(user, {table: {option: value}} if dot else {key: value})
     chosen = build_options(TrainConfig, user, "config")

@@ -15,3 +15,8 @@ class UserError(Exception):
 class RunError(Exception):
     """A run could not go on although its input was valid (exit status 1): the disk filled
     up, the loss became NaN or inf. The message says what happened and what was kept."""
+
+
+class Diverged(RunError):
+    """The loss or the gradients became NaN or inf (exit status 1); continuing from the last
+    checkpoint with the same settings would diverge again."""

@@ -252,8 +252,7 @@ def save_evaluation(evaluation: Evaluation, name: str | None = None) -> list[Pat
         raise UserError(f"evaluation name {name!r} may hold only letters, digits, '.', '_' "
                         "and '-'")
     text = dumps(evaluation.to_dict(), indent=2) + "\n"
-    json_path = atomic_write(folder / f"{name}.json",
-                             lambda path: path.write_text(text, encoding="utf-8"))
+    json_path = atomic_write(folder / f"{name}.json", text.encode("utf-8"))
     return [json_path, *plot_evaluation(evaluation, folder / name)]
 
 

@@ -8,6 +8,7 @@ redraw after every epoch: long per-step series are thinned before drawing (``thi
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -50,11 +51,9 @@ def plot_curves(record: RunRecord, directory: Path, *, chance: float | None = No
 def save_figure(figure: Figure, base: Path) -> list[Path]:
     """Write ``figure`` to ``base``.png and ``base``.svg atomically, then close it."""
     try:
-        png = atomic_write(base.with_name(f"{base.name}.png"),
-                           lambda path: _save(figure, path, "png"))
+        png = atomic_write(base.with_name(f"{base.name}.png"), _render(figure, "png"))
         figure.set_layout_engine("none")  # the SVG reuses the layout computed for the PNG
-        svg = atomic_write(base.with_name(f"{base.name}.svg"),
-                           lambda path: _save(figure, path, "svg"))
+        svg = atomic_write(base.with_name(f"{base.name}.svg"), _render(figure, "svg"))
     finally:
         plt.close(figure)
     return [png, svg]
@@ -289,8 +288,10 @@ def _loss_name(config: dict[str, Any] | None) -> str:
     return "cross-entropy" if config is None else str(config.get("loss", "cross-entropy"))
 
 
-def _save(figure: Figure, path: Path, kind: str) -> None:
-    """Save ``figure`` to ``path`` as ``kind`` (png or svg); the SVG carries no date, so an
-    unchanged run redraws to the same file."""
+def _render(figure: Figure, kind: str) -> bytes:
+    """``figure`` as ``kind`` (png or svg); the SVG carries no date, so an unchanged run
+    redraws to the same file."""
     metadata = {"Date": None} if kind == "svg" else None
-    figure.savefig(path, format=kind, metadata=metadata)
+    image = io.BytesIO()
+    figure.savefig(image, format=kind, metadata=metadata)
+    return image.getvalue()

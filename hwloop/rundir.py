@@ -1,7 +1,7 @@
 """A run directory in use: checked before anything is written, locked, and cleaned up.
 
-``RunDirectory.check`` refuses unusable ``--out`` paths (a file, an unwritable place) before any
-training starts. ``acquire`` creates the directory if needed, takes an exclusive lock
+``RunDirectory.check`` refuses unusable ``--out`` paths (a file, a place it cannot write: it
+creates and removes an empty directory to find out) before any training starts. ``acquire`` creates the directory if needed, takes an exclusive lock
 (``fcntl.flock`` on ``.hwloop.lock``; the kernel releases it when the process dies, even by
 SIGKILL) so a second process cannot train into the same directory, and removes temporary
 files that a killed writer left behind. ``release(keep=False)`` removes a directory this
@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 from hwloop.atomic import remove_stale_temporaries
@@ -46,9 +47,11 @@ class RunDirectory:
             where = "is" if existing == self.path else f"lies inside {existing}, which is"
             raise UserError(f"--out {self.path} {where} a file, not a directory; choose a "
                             "directory path")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise UserError(f"--out {self.path}: no permission to write in {existing}; choose "
-                            "a directory you can write to")
+        try:  # a probe that works for every user, root and read-only file systems included
+            os.rmdir(tempfile.mkdtemp(prefix=".hwloop-probe-", dir=existing))
+        except OSError as error:
+            raise UserError(f"--out {self.path}: cannot write in {existing} ({error.strerror});"
+                            " choose a directory you can write to") from None
 
     def acquire(self) -> None:
         """Create the directory (and parents), lock it, remove stale temporary files."""

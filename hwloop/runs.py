@@ -45,7 +45,7 @@ from hwloop.errors import UserError
 from hwloop.interrupts import critical
 from hwloop.learning.network import SpikingNetwork
 from hwloop.session import UpdateMetrics
-from hwloop.trainer import EpochMetrics, StepMetrics, make_network
+from hwloop.trainer import EpochMetrics, StepMetrics, check_config, make_network
 
 RUN_FILE = "run.h5"
 FORMAT = "hwloop-run"
@@ -119,13 +119,14 @@ def write_run(
     Raises:
         RunError: the disk is full; run.h5 keeps its previous content.
     """
-    checkpoint = dict(checkpoint)
-    device = checkpoint.pop("device", None)
-    buffer = io.BytesIO()
-    torch.save(checkpoint, buffer)
+    with critical():  # a checkpoint write, once started, finishes before a signal acts
+        checkpoint = dict(checkpoint)
+        device = checkpoint.pop("device", None)
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
 
-    def write(temporary: Path) -> None:
-        with h5py.File(temporary, "w") as file:
+        image = io.BytesIO()  # the whole file is built in memory, then written in one go
+        with h5py.File(image, "w") as file:
             file.attrs.update(
                 format=FORMAT, format_version=FORMAT_VERSION, config=json.dumps(config),
                 seed=int(config["seed"]), created=created, versions=json.dumps(versions()),
@@ -145,9 +146,7 @@ def write_run(
                 for name, value in weights.items():
                     target[name] = value.detach().cpu().numpy()
             file["checkpoint/state"] = np.frombuffer(buffer.getvalue(), dtype=np.uint8)
-
-    with critical():
-        return atomic_write(directory / RUN_FILE, write)
+        return atomic_write(directory / RUN_FILE, image.getvalue())
 
 
 def run_file(path: str | Path) -> Path:
@@ -260,6 +259,7 @@ def rebuild_network(run: str | Path | RunRecord, weights: str = "final") -> Spik
     stored = record.final_weights if weights == "final" else record.best_weights
     assert record.config is not None and stored is not None
     config = build_config(record.config)
+    check_config(config)
     if record.task is not None:
         sizes = record.task["input_size"], record.task["num_classes"]
     else:  # run files of hwloop < 0.2: the weights tell the sizes

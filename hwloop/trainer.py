@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Protocol
@@ -15,12 +14,13 @@ import torch
 from torch import Tensor
 
 from hwloop.config import TrainConfig
-from hwloop.errors import RunError, UserError
+from hwloop.errors import Diverged, UserError
 from hwloop.learning.bptt import BPTT
 from hwloop.learning.eprop import EProp
 from hwloop.learning.hypr import HYPR, RECURRENT_TIMINGS, check_lambda
 from hwloop.learning.losses import LOSSES, PREDICTIONS, LossAccumulator, PredictionAccumulator
 from hwloop.learning.network import RECURRENCE_MODES, SpikingNetwork
+from hwloop.memory import check_fits
 from hwloop.neurons import HIDDEN_NEURONS, LI, NeuronModel, make_neuron
 from hwloop.options import build_options
 from hwloop.seeds import SEED_LIMIT
@@ -136,18 +136,8 @@ def split_train_option(
 def make_network(config: TrainConfig, input_size: int, num_classes: int) -> SpikingNetwork:
     """The network ``config`` describes, for ``input_size`` inputs and ``num_classes``
     outputs, with its initial weights; neuron parameters not listed in ``train`` are frozen
-    (``requires_grad`` is False: no learner or optimizer changes them)."""
-    if config.recurrence not in RECURRENCE_MODES:
-        raise UserError(
-            f"unknown recurrence {config.recurrence!r} (choose from: {', '.join(RECURRENCE_MODES)})"
-        )
-    if not config.hidden or any(width < 1 for width in config.hidden):
-        raise UserError(f"hidden must list one or more positive layer widths, got {config.hidden}")
-    if config.skip and len(config.hidden) < 2:
-        raise UserError("skip=true connects layer l-2 to layer l and needs two or more hidden "
-                        f"layers, got hidden={config.hidden}")
-    if config.dtype not in DTYPES:
-        raise UserError(f"unknown dtype {config.dtype!r} (choose from: {', '.join(DTYPES)})")
+    (``requires_grad`` is False: no learner or optimizer changes them). ``config`` must have
+    passed ``check_config``."""
     hidden_class = _neuron_class(config.neuron)
     neuron_options, hidden_train = split_train_option(
         config.neuron_options, hidden_class, f"neuron {config.neuron!r}"
@@ -228,6 +218,7 @@ def check_config(config: TrainConfig) -> None:
     for key, allowed in (
         ("lr_schedule", LR_SCHEDULES), ("optimizer", OPTIMIZERS), ("prediction", PREDICTIONS),
         ("recurrent_timing", RECURRENT_TIMINGS), ("scheme", SCHEMES), ("forward", FORWARDS),
+        ("dtype", DTYPES), ("recurrence", RECURRENCE_MODES),
     ):
         if getattr(config, key) not in allowed:
             raise UserError(f"unknown {key} {getattr(config, key)!r} (choose from: "
@@ -242,30 +233,39 @@ def check_config(config: TrainConfig) -> None:
         raise UserError(f"threshold must be > 0 levels, got {config.threshold}")
     if config.bits is not None and not 1 <= config.bits <= 8:
         raise UserError(f"bits must lie in 1..8, got {config.bits}")
+    if not config.hidden or any(width < 1 for width in config.hidden):
+        raise UserError(f"hidden must list one or more positive layer widths, got {config.hidden}")
+    if config.skip and len(config.hidden) < 2:
+        raise UserError("skip=true connects layer l-2 to layer l and needs two or more hidden "
+                        f"layers, got hidden={config.hidden}")
 
 
-def check_memory(config: TrainConfig, task: Task, network: SpikingNetwork) -> None:
-    """Refuse a configuration whose training state cannot fit in this machine's memory.
+def check_memory(config: TrainConfig, task: Task) -> None:
+    """Refuse a configuration whose training state cannot fit in this machine's memory,
+    before the network is built.
 
     Counted: the parameters with gradients and two optimizer moments, and, for HYPR and
     e-prop, the synaptic eligibilities (B, N, d, P) of every layer, d state entries and P
-    presynaptic inputs per neuron (hypr.md, "What is carried"); the data are counted by
-    the task itself when they are generated."""
+    presynaptic inputs per neuron (hypr.md, "What is carried"). The task counts its data."""
     itemsize = DTYPES[config.dtype].itemsize
-    parameters = sum(p.numel() for p in network.parameters())
+    state_size = len(_neuron_class(config.neuron).state_names)
+    widths = [task.input_size, *config.hidden]
+    batch = min(config.batch_size, len(task.train))
+    parameters = eligibilities = 0
+    for index, size in enumerate([*config.hidden, task.num_classes]):
+        hidden = index < len(config.hidden)
+        fan_in = widths[index] + 1
+        if hidden and config.recurrence == "full":
+            fan_in += size
+        if hidden and config.skip and index >= 1:
+            fan_in += widths[index - 1]
+        parameters += size * fan_in
+        eligibilities += batch * size * (state_size if hidden else 1) * fan_in
     needed = 4 * parameters * itemsize
     if config.learner != "bptt":
-        batch = min(config.batch_size, len(task.train))
-        for layer in network.layers:
-            fan_in = layer.input_size + layer.skip_size + 1
-            fan_in += layer.size if layer.recurrence == "full" else 0
-            needed += batch * layer.size * layer.model.state_size * fan_in * itemsize
-    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if needed > available:
-        raise UserError(f"this network needs about {needed / 2**30:.1f} GiB to train "
-                        f"({parameters} parameters, batch {config.batch_size}), more than this "
-                        f"machine's {available / 2**30:.1f} GiB; use fewer or smaller layers, "
-                        "or a smaller batch_size")
+        needed += eligibilities * itemsize
+    check_fits(needed, f"training this network ({parameters} weights, batch {batch})",
+               "use fewer or smaller layers, or a smaller batch_size")
 
 
 class Trainer:
@@ -276,9 +276,8 @@ class Trainer:
         self.config, self.task = config, task
         self.device = resolve_device(config.device)
         self.learner = make_learner(config)
-        network = make_network(config, task.input_size, task.num_classes)
-        check_memory(config, task, network)
-        self.network = network.to(self.device)
+        check_memory(config, task)
+        self.network = make_network(config, task.input_size, task.num_classes).to(self.device)
         self.dtype = DTYPES[config.dtype]
         self.trainable = [p for p in self.network.parameters() if p.requires_grad]
         self.optimizer = OPTIMIZERS[config.optimizer](self.trainable, lr=config.lr)
@@ -325,7 +324,7 @@ class Trainer:
         epoch (a checkpoint taken then continues exactly).
 
         Raises:
-            RunError: the loss or the gradient norm became NaN or inf; the network, the
+            Diverged: the loss or the gradient norm became NaN or inf; the network, the
                 optimizer and the device are left as they were after the last good step.
         """
         if self.progress is None:
@@ -350,7 +349,7 @@ class Trainer:
             if not (math.isfinite(loss) and math.isfinite(grad_norm)):
                 what = "loss" if not math.isfinite(loss) else "gradient norm"
                 value = loss if what == "loss" else grad_norm
-                raise RunError(f"the {what} became {value} at step {self.step + 1} (epoch "
+                raise Diverged(f"the {what} became {value} at step {self.step + 1} (epoch "
                                f"{self.epoch + 1}); training stopped before that update. Lower "
                                f"lr (now {self.config.lr:g}) or grad_clip, or check the inputs")
             if self.session is not None:

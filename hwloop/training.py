@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hwloop.config import TrainConfig, build_config
-from hwloop.errors import RunError, UserError
+from hwloop.errors import Diverged, RunError, UserError
 from hwloop.interrupts import Interrupted, stop_on_signals
 from hwloop.plots import plot_curves
 from hwloop.presets import preset_for
@@ -32,7 +32,7 @@ from hwloop.rundir import RunDirectory
 from hwloop.runs import RUN_FILE, RunRecord, now_iso, read_run, write_run
 from hwloop.session import UpdateMetrics
 from hwloop.tasks import Task, make_task
-from hwloop.trainer import EpochMetrics, StepMetrics, Trainer
+from hwloop.trainer import EpochMetrics, StepMetrics, Trainer, check_config
 
 PLOT_INTERVAL = 10.0
 """Seconds between redraws of the learning curves during training."""
@@ -129,6 +129,7 @@ def plan_training(
         if (directory.path / RUN_FILE).exists() and not overwrite:
             raise UserError(f"{directory.path} already holds a run ({RUN_FILE}); pass "
                             "--overwrite to replace it or --resume to continue it")
+    check_config(config)  # before the task: it draws its data from the seed
     task = make_task(config.task, config.task_options, config.seed)
     trainer = Trainer(config, task)
     plan = TrainingPlan(
@@ -212,13 +213,15 @@ def run_plan(plan: TrainingPlan, progress: Progress | None = None) -> RunRecord:
         interrupted.message = f"{interrupted.message}; {_what_was_kept(plan, saved['step'])}"
         raise interrupted from None
     except RunError as error:
-        raise RunError(f"{error}; {_what_was_kept(plan, saved['step'])}") from None
+        kept = _what_was_kept(plan, saved["step"], resumable=not isinstance(error, Diverged))
+        raise type(error)(f"{error}; {kept}") from None
     finally:
         directory.release(keep=saved["step"] is not None or plan.resumed is not None)
     return read_run(directory.path)
 
 
-def _what_was_kept(plan: TrainingPlan, saved_step: int | None) -> str:
+def _what_was_kept(plan: TrainingPlan, saved_step: int | None, resumable: bool = True) -> str:
+    """What the run directory holds after a run stopped early (one sentence)."""
     run_path = plan.directory.path / RUN_FILE
     if saved_step is None and plan.resumed is None:
         if plan.overwrite and run_path.exists():
@@ -226,9 +229,11 @@ def _what_was_kept(plan: TrainingPlan, saved_step: int | None) -> str:
         return "no checkpoint was written yet, so nothing was kept"
     record = read_run(run_path, lenient=True)
     checkpoint = record.checkpoint or {}
-    return (f"{run_path} holds the checkpoint of step {checkpoint.get('step')} (epoch "
-            f"{len(record.epochs)} done); continue with: hwloop train --out "
-            f"{plan.directory.path} --resume")
+    kept = (f"{run_path} holds the checkpoint of step {checkpoint.get('step')} (epoch "
+            f"{len(record.epochs)} done)")
+    if not resumable:
+        return kept
+    return f"{kept}; continue with: hwloop train --out {plan.directory.path} --resume"
 
 
 def _updates(trainer: Trainer) -> list[UpdateMetrics]:

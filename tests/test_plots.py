@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import errno
 import os
 import stat
 import xml.etree.ElementTree as ElementTree
@@ -13,6 +14,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from hwloop import plots
+from hwloop.errors import RunError
 from hwloop.plots import MAX_POINTS, make_figure, plot_curves, thin
 from hwloop.runs import RunRecord
 from hwloop.session import UpdateMetrics
@@ -188,17 +190,16 @@ def test_files_follow_the_umask(tmp_path, umask, mode):
 
 def test_a_failing_write_leaves_no_temporary_file(tmp_path, monkeypatch):
     (tmp_path / "curves.svg").write_text("old")
-    save = Figure.savefig
+    real_fsync = os.fsync
 
-    def fail_on_svg(figure, path, **options):
-        if options["format"] == "svg":
-            Path(path).write_text("half an svg")
-            raise OSError("device lost")
-        save(figure, path, **options)
+    def full_disk_on_svg(descriptor):
+        if os.readlink(f"/proc/self/fd/{descriptor}").split(".tmp-")[0].endswith("curves.svg"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(descriptor)
 
-    monkeypatch.setattr(Figure, "savefig", fail_on_svg)
+    monkeypatch.setattr(os, "fsync", full_disk_on_svg)
     open_before = plt.get_fignums()
-    with pytest.raises(OSError, match="device lost"):
+    with pytest.raises(RunError, match="no space left"):
         plot_curves(make_record(HOST), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.png", "curves.svg"]
     assert (tmp_path / "curves.svg").read_text() == "old"

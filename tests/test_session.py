@@ -21,6 +21,7 @@ from hwloop.config import build_config
 from hwloop.trainer import Trainer
 from hwloop.runs import RUN_FILE, read_run
 from hwloop.tasks import make_task
+from stats import binomial_acceptance
 
 
 def trained(epochs: int, **values: object) -> Trainer:
@@ -121,6 +122,9 @@ def test_mixed_scheme_transfers_whole_levels_from_its_accumulator() -> None:
 
 
 def test_stochastic_scheme_transfers_updates_without_bias() -> None:
+    # fixed seed (the session's generator is seeded from the run seed): deterministic. The exact
+    # binomial band (about ±0.031 here) also holds a fresh random stream (a new seed, a changed
+    # draw order) but for a chance of 1e-6.
     trainer = trained(0, backend="ideal", bits=4, scheme="stochastic")
     moved = total = 0
     for levels, after in one_update(trainer, 0.3).values():
@@ -129,7 +133,8 @@ def test_stochastic_scheme_transfers_updates_without_bias() -> None:
         assert set(np.unique(steps)) <= {0.0, 1.0}
         moved, total = moved + int(steps.sum()), total + int(room.sum())
     assert total > 2000
-    assert moved / total == pytest.approx(0.3, abs=0.03)  # E[pulses] = |Δw| / level
+    low, high = binomial_acceptance(total, 0.3, 1e-6)  # E[pulses] = |Δw| / level
+    assert low <= moved <= high
 
 
 @pytest.mark.parametrize("learner", ["hypr", "bptt"])
@@ -189,7 +194,7 @@ def test_train_command_logs_updates_and_device_state(tmp_path: Path) -> None:
         (["--backend", "pcm", "--bits", "9"], "bits must lie in 1..8"),
         (["--backend", "ideal", "--scheme", "mixed"], "needs a quantizing backend"),
         (["--backend", "pcm://?mode=fast"], "unknown PCM mode"),
-        (["--forward", "device"], "needs a device in the loop"),
+        (["--forward", "device"], "no device is in the loop"),
         (["--backend", "pcm", "--forward", "sideways"], "unknown forward 'sideways'"),
     ],
 )

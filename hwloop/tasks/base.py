@@ -8,6 +8,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from hwloop.errors import UserError
+from hwloop.memory import check_fits
+
 
 @dataclass(frozen=True)
 class SequenceDataset:
@@ -72,11 +75,23 @@ class Task:
             raise ValueError(
                 f"ignore_first={self.ignore_first} must lie in [0, T={self.num_steps})"
             )
+        for split in ("train", "test", "validation"):
+            data = getattr(self, split)
+            if data is not None and len(data) == 0:
+                raise UserError(f"task {self.name!r}: the {split} split is empty; give more "
+                                "samples or change how they are split")
 
     @property
     def model_selection_split(self) -> SequenceDataset:
         """The split used to pick the best model: validation if the task has one, else test."""
         return self.validation if self.validation is not None else self.test
+
+
+def check_data_size(samples: int, steps: int, inputs: int, itemsize: int, what: str) -> None:
+    """Refuse data of (samples, steps, inputs) items of ``itemsize`` bytes that cannot fit in
+    memory (UserError naming ``what``, e.g. "task 'cue'"), before generating them."""
+    check_fits(samples * steps * inputs * itemsize, f"{what} ({samples} samples × {steps} steps "
+               f"× {inputs} inputs)", "use fewer samples or fewer, longer steps")
 
 
 def batches(

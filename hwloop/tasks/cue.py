@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwloop.errors import UserError
-from hwloop.tasks.base import SequenceDataset, Task
+from hwloop.tasks.base import SequenceDataset, Task, check_data_size
 
 INPUT_SIZE = 15
 NUM_CLASSES = 2
@@ -135,6 +135,7 @@ def build_cue_task(options: CueOptions, seed: int) -> Task:
 
     There is no validation split; the test split selects the model, as in HYPR.
     """
+    check_data_size(options.num_samples, options.num_steps, INPUT_SIZE, 1, "task 'cue'")
     rng = np.random.default_rng(seed)
     inputs, labels = generate_cue(options.num_samples, options, rng)
     order = rng.permutation(options.num_samples)

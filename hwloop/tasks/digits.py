@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 
 from hwloop.errors import UserError
-from hwloop.tasks.base import SequenceDataset, Task
+from hwloop.tasks.base import SequenceDataset, Task, check_data_size
 
 IMAGE_SIZE = 8  # rows per image, pixels per row (= inputs per step)
 NUM_CLASSES = 10
@@ -147,6 +147,9 @@ def build_digits_task(options: DigitsOptions, seed: int) -> Task:
         raise UserError(
             f"test_fraction={options.test_fraction} leaves the train or test split empty"
         )
+    itemsize = 4 if options.encoding == "value" else 1
+    check_data_size(len(images), options.num_steps, options.input_size, itemsize,
+                    "task 'digits'")
     inputs = encode_digits(images, options, rng)
     num_steps = options.num_steps
     ignore_first = num_steps // 2 if options.ignore_first is None else options.ignore_first

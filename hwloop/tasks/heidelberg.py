@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from hwloop.errors import UserError
-from hwloop.tasks.base import SequenceDataset, Task
+from hwloop.tasks.base import SequenceDataset, Task, check_data_size
 
 NUM_UNITS = 700  # cochlea channels in the published files
 DATASETS = ("spikes/times", "spikes/units", "labels")
@@ -32,6 +32,10 @@ SOURCE_PAGE = "https://zenkelab.org/resources/spiking-heidelberg-datasets-shd/"
 
 # (sample, bin, channel) cells binned at once; bounds the int64 scratch memory (32 MiB).
 _BLOCK_CELLS = 1 << 22
+
+
+DEFAULT_VALIDATION_FRACTION = 0.1
+"""SHD's share of the training file held out for validation when none is given (HYPR's)."""
 
 
 @dataclass(frozen=True)
@@ -48,8 +52,9 @@ class HeidelbergOptions:
             floor(u * num_channels / 700), so 140 pools 5 neighbouring units, 700 is identity.
         clip_to_1: clip spike counts per (bin, channel) to 1 (default False).
         validation_fraction: SHD only: fraction of the training file held out, by a seeded
-            permutation, for model selection (default 0.1; 0: no validation split, the test
-            split selects the model). SSC uses its published validation file instead.
+            permutation, for model selection (default None: 0.1; 0: no validation split, the
+            test split selects the model). SSC uses its published validation file and refuses
+            this option.
         ignore_first: the loss ignores steps t < ignore_first (default 50).
     """
 
@@ -58,7 +63,7 @@ class HeidelbergOptions:
     max_time_ms: float = 1000.0
     num_channels: int = 140
     clip_to_1: bool = False
-    validation_fraction: float = 0.1
+    validation_fraction: float | None = None
     ignore_first: int = 50
 
     def __post_init__(self) -> None:
@@ -68,7 +73,7 @@ class HeidelbergOptions:
             raise UserError(f"max_time_ms={self.max_time_ms} must be finite and >= bin_ms")
         if not 1 <= self.num_channels <= NUM_UNITS:
             raise UserError(f"num_channels={self.num_channels} must lie in [1, {NUM_UNITS}]")
-        if not 0.0 <= self.validation_fraction < 1.0:
+        if self.validation_fraction is not None and not 0.0 <= self.validation_fraction < 1.0:
             raise UserError(f"validation_fraction={self.validation_fraction} must lie in [0, 1)")
         if not 0 <= self.ignore_first < self.num_steps:
             raise UserError(
@@ -222,6 +227,7 @@ def load_spike_file(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read and bin one file: (S, T, num_channels) uint8 counts and (S,) int64 labels."""
     times, units, labels = read_spike_file(path, num_classes)
+    check_data_size(len(labels), options.num_steps, options.num_channels, 1, str(path))
     try:
         inputs = bin_spikes(times, units, options)
     except ValueError as exc:
@@ -287,14 +293,18 @@ def build_shd_task(options: HeidelbergOptions, seed: int) -> Task:
     train_path = directory / SHD.train_file
     inputs, labels = load_spike_file(train_path, SHD.num_classes, options)
     test = _all(*load_spike_file(directory / SHD.test_file, SHD.num_classes, options))
-    if options.validation_fraction == 0.0:
+    fraction = DEFAULT_VALIDATION_FRACTION if options.validation_fraction is None else (
+        options.validation_fraction
+    )
+    if fraction == 0.0:
         return _task(SHD, options, _all(inputs, labels), None, test)
     order = np.random.default_rng(seed).permutation(len(labels))
-    num_train = int(len(labels) * (1.0 - options.validation_fraction))
-    if num_train < 1:
+    num_train = int(len(labels) * (1.0 - fraction))
+    if not 1 <= num_train < len(labels):
         raise UserError(
-            f"{train_path} holds {len(labels)} samples, too few to hold out "
-            f"validation_fraction={options.validation_fraction}"
+            f"{train_path} holds {len(labels)} samples: validation_fraction={fraction} leaves "
+            f"the {'training' if num_train < 1 else 'validation'} split empty; choose a "
+            "fraction that holds out at least one sample, or 0 for no validation split"
         )
     train = _split(inputs, labels, order[:num_train])
     validation = _split(inputs, labels, order[num_train:])
@@ -303,6 +313,9 @@ def build_shd_task(options: HeidelbergOptions, seed: int) -> Task:
 
 def build_ssc_task(options: HeidelbergOptions, seed: int) -> Task:
     """SSC from data_dir with its published train/validation/test files (``seed`` unused)."""
+    if options.validation_fraction is not None:
+        raise UserError("task 'ssc' uses its published validation file; drop "
+                        "validation_fraction (it applies to shd only)")
     directory = _locate(SSC, options)
     train, validation, test = (
         _all(*load_spike_file(directory / name, SSC.num_classes, options)) for name in SSC.files
