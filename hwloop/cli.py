@@ -89,7 +89,7 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-@click.group(cls=HwloopGroup, context_settings=CONTEXT)
+@click.group("hwloop", cls=HwloopGroup, context_settings=CONTEXT)
 @click.version_option(hwloop.__version__, "-V", "--version", prog_name="hwloop")
 def main() -> None:
     """Train spiking neural networks with the neuromorphic device in the loop.

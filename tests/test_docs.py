@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-PAGES_WITH_EXAMPLES = ["getting_started.md", "streaming.md"]
+PAGES_WITH_EXAMPLES = ["getting_started.md", "streaming.md", "api.md"]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 

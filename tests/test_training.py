@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,3 +109,38 @@ def test_bad_configuration_is_one_line_user_error(overrides: list[str], message:
         config = build_config(overrides=overrides)
         Trainer(config, make_task("cue", {"num_samples": 16}, 0))
     assert "\n" not in str(error.value)
+
+
+def test_the_run_seed_seeds_the_device_unless_the_spec_names_one() -> None:
+    from hwloop.seeds import derive_seed
+    from hwloop.session import open_session_backend
+
+    def device(*overrides: str, backend: str = "pcm"):  # type: ignore[no-untyped-def]
+        return open_session_backend(build_config(overrides=[f"backend={backend!r}",
+                                                            *overrides]))
+
+    assert device("seed=0").seed == derive_seed(0, "device")
+    assert device("seed=1").seed == derive_seed(1, "device") != derive_seed(0, "device")
+    assert device("seed=1", backend="pcm://?seed=7").seed == 7
+    assert device("seed=1", "backend_options.seed=8").seed == 8
+    weights = np.random.default_rng(0).normal(size=(8, 5))
+    reads = []
+    for seed in ("seed=0", "seed=1", "seed=0"):  # same weights, runs that differ in seed
+        backend = device(seed)
+        backend.declare("w", (8, 5))
+        backend.program("w", weights)
+        reads.append(backend.read("w"))
+    assert not np.array_equal(reads[0], reads[1]) and np.array_equal(reads[0], reads[2])
+
+
+@pytest.mark.parametrize("learner", ["hypr", "bptt"])
+def test_neuron_parameters_not_listed_in_train_stay_frozen(learner: str) -> None:
+    trainer = train(f"learner={learner}", "epochs=1", "task_options.num_samples=64",
+                    "hidden=[16]", 'neuron_options.train=["omega"]', "readout_options.train=[]")
+    fresh = Trainer(trainer.config, trainer.task)  # the initial parameters
+    hidden, initial = trainer.network.hidden[0].params, fresh.network.hidden[0].params
+    assert not torch.equal(hidden["omega"], initial["omega"])  # trained
+    assert torch.equal(hidden["b_offset"], initial["b_offset"])  # frozen
+    assert torch.equal(trainer.network.readout.params["tau_u"],
+                       fresh.network.readout.params["tau_u"])
+    assert not any(p is hidden["b_offset"] for p in trainer.trainable)
