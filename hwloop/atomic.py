@@ -36,7 +36,7 @@ def atomic_write(target: Path, data: bytes) -> Path:
     The content is prepared in memory by the caller, so a write can only fail here, in plain
     file I/O (HDF5 writing straight to a full disk leaves its library in a state that crashes
     the interpreter). On any error the temporary file is removed and ``target`` is left as
-    it was; a full disk (or a file-size limit) raises RunError naming the target.
+    it was, and RunError says why (a full disk or a file-size limit, no permission, ...).
     """
     target = Path(target)
     temporary = temporary_path(target)
@@ -50,7 +50,8 @@ def atomic_write(target: Path, data: bytes) -> Path:
         if _is_out_of_space(error):
             raise RunError(f"no space left to write {target} ({error.strerror}), which keeps "
                            "its previous content; free some space") from None
-        raise
+        raise RunError(f"cannot write {target} ({error.strerror or error}); it keeps its "
+                       "previous content") from None
     finally:
         if temporary.exists():
             temporary.unlink()

@@ -36,11 +36,11 @@ import numpy as np
 from hwloop.atomic import atomic_write
 from hwloop.backends import Backend, open_backend, parse_backend_spec
 from hwloop.config import TrainConfig, build_config
-from hwloop.errors import UserError
+from hwloop.errors import RunError, UserError
 from hwloop.jsonout import dumps
 from hwloop.learning.network import SpikingNetwork
 from hwloop.plots import plot_evaluation
-from hwloop.runs import RunRecord, read_run, rebuild_network
+from hwloop.runs import EVAL_FOLDER, RunRecord, read_run, rebuild_network
 from hwloop.seeds import derive_seed
 from hwloop.session import (
     FORWARDS,
@@ -62,7 +62,6 @@ DURATION_UNITS = {
 }
 """Units of drift times: seconds, minutes, hours, days, weeks, months (30 d), years (365 d)."""
 MAX_DEVICE_SEEDS = 1000
-EVAL_FOLDER = "eval"
 _DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-z]*)\s*$")
 
 
@@ -245,12 +244,15 @@ def evaluate(
 
 def save_evaluation(evaluation: Evaluation, name: str | None = None) -> list[Path]:
     """Store ``evaluation`` as RUN/eval/NAME.json (+ .png and .svg plots); returns the paths."""
-    folder = Path(evaluation.run) / EVAL_FOLDER
-    folder.mkdir(exist_ok=True)
     name = name or evaluation.name()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise UserError(f"evaluation name {name!r} may hold only letters, digits, '.', '_' "
                         "and '-'")
+    folder = Path(evaluation.run) / EVAL_FOLDER
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as error:
+        raise RunError(f"cannot create {folder} for the results ({error.strerror})") from None
     text = dumps(evaluation.to_dict(), indent=2) + "\n"
     json_path = atomic_write(folder / f"{name}.json", text.encode("utf-8"))
     return [json_path, *plot_evaluation(evaluation, folder / name)]

@@ -48,6 +48,8 @@ from hwloop.session import UpdateMetrics
 from hwloop.trainer import EpochMetrics, StepMetrics, check_config, make_network
 
 RUN_FILE = "run.h5"
+EVAL_FOLDER = "eval"
+"""Where ``hwloop eval`` stores its results, inside the run directory."""
 FORMAT = "hwloop-run"
 FORMAT_VERSION = 1
 

@@ -29,14 +29,13 @@ from hwloop.interrupts import Interrupted, stop_on_signals
 from hwloop.plots import plot_curves
 from hwloop.presets import preset_for
 from hwloop.rundir import RunDirectory
-from hwloop.runs import RUN_FILE, RunRecord, now_iso, read_run, write_run
+from hwloop.runs import EVAL_FOLDER, RUN_FILE, RunRecord, now_iso, read_run, write_run
 from hwloop.session import UpdateMetrics
 from hwloop.tasks import Task, make_task
 from hwloop.trainer import EpochMetrics, StepMetrics, Trainer, check_config
 
 PLOT_INTERVAL = 10.0
 """Seconds between redraws of the learning curves during training."""
-EVAL_FOLDER = "eval"
 
 
 @dataclass

@@ -17,13 +17,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hwloop.atomic import TEMPORARY_MARK
 from hwloop.cli import main
-from hwloop.interrupts import Interrupted, stop_on_signals
-from hwloop.rundir import RunDirectory
 from hwloop.runs import RUN_FILE, read_run
-from hwloop.trainer import Trainer
 from test_tasks import write_shd
+
+# Modules that came with these features are imported inside the tests that need them, so
+# that this file also runs against older versions of hwloop (each test then fails alone).
 
 SMALL = ["task_options.num_samples=64", "hidden=[16]", "--quiet"]
 TIMEOUT = 240  # seconds for any child process
@@ -47,7 +46,8 @@ def train_small(out: Path, *args: str) -> None:
 
 
 def temporaries(directory: Path) -> list[Path]:
-    return [p for p in directory.iterdir() if TEMPORARY_MARK in p.name]
+    """Hidden files a writer left behind (the lock file is not one)."""
+    return [p for p in directory.iterdir() if p.name.startswith(".") and p.name != ".hwloop.lock"]
 
 
 def hwloop_command(*args: str) -> list[str]:
@@ -112,6 +112,8 @@ def test_a_signal_stops_the_run_with_its_last_checkpoint_intact(
 def test_a_signal_inside_the_run_file_write_waits_for_the_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from hwloop.interrupts import Interrupted, stop_on_signals
+
     out = tmp_path / "run"
     train_small(out, "--epochs", "1")
     record = read_run(out)
@@ -136,6 +138,8 @@ def test_a_signal_inside_the_run_file_write_waits_for_the_write(
 def test_an_interruption_before_the_first_checkpoint_leaves_no_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from hwloop.trainer import Trainer
+
     original = Trainer.train_epoch
 
     def interrupted(self: Trainer, *args: object) -> object:
@@ -153,6 +157,8 @@ def test_an_interruption_before_the_first_checkpoint_leaves_no_directory(
 def test_a_resumed_run_interrupted_again_keeps_its_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from hwloop.trainer import Trainer
+
     out = tmp_path / "run"
     train_small(out, "--epochs", "1")
     before = (out / RUN_FILE).read_bytes()
@@ -183,6 +189,8 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: 
 def test_checkpoints_inside_epochs_resume_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from hwloop.trainer import Trainer
+
     straight, cut = tmp_path / "straight", tmp_path / "cut"
     settings = ["task_options.num_samples=160", "hidden=[16]", "--quiet"]
     code, _, stderr = invoke("train", "--out", str(straight), "--epochs", "2", *settings)
@@ -214,6 +222,8 @@ def test_checkpoints_inside_epochs_resume_exactly(
 
 
 def test_a_second_process_cannot_train_into_a_locked_directory(tmp_path: Path) -> None:
+    from hwloop.rundir import RunDirectory
+
     out = tmp_path / "run"
     holder = RunDirectory(out)
     holder.acquire()  # another process holds it (flock conflicts across open files)
@@ -248,7 +258,7 @@ def test_a_second_real_process_is_refused_while_the_first_trains(tmp_path: Path)
 def test_stale_temporary_files_are_removed_on_the_next_run(tmp_path: Path) -> None:
     out = tmp_path / "run"
     train_small(out, "--epochs", "1")
-    stale = out / f".{RUN_FILE}{TEMPORARY_MARK}0badc0de"
+    stale = out / f".{RUN_FILE}.tmp-0badc0de"  # what a writer killed by SIGKILL leaves
     stale.write_bytes(b"half a run file")
     code, _, stderr = invoke("train", "--out", str(out), "--resume", "--epochs", "2", "--quiet")
     assert code == 0, stderr
