@@ -109,6 +109,7 @@ class TrainConfig:
     backend_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every key as plain values (what the run file stores)."""
         return dataclasses.asdict(self)
 
 
@@ -132,6 +133,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"config file {path} is not valid TOML: {error}") from None
+    except RecursionError:  # tomllib parses nested lists and tables recursively
+        raise UserError(f"config file {path} nests lists or tables too deeply") from None
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -144,6 +147,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = tomllib.loads(f"value = {raw.strip()}")["value"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:  # tomllib parses nested lists and tables recursively
+        raise UserError(f"override {key}: the value nests lists or tables too deeply") from None
     return key, value
 
 

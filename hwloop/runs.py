@@ -86,10 +86,12 @@ class RunRecord:
 
     @property
     def directory(self) -> Path:
+        """The run directory."""
         return self.path.parent
 
     @property
     def is_hardware_in_the_loop(self) -> bool:
+        """Whether the run trained with a device in the loop."""
         return self.config is not None and self.config.get("backend", "none") != "none"
 
 

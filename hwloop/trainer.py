@@ -302,6 +302,7 @@ class Trainer:
 
     @property
     def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch (the last incomplete batch is dropped)."""
         size, batch = len(self.task.train), self.config.batch_size
         return max(size // batch, 1)
 
@@ -424,6 +425,7 @@ class Trainer:
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint ``state()`` returned (device state included)."""
         self.network.load_state_dict(state["network"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -29,3 +29,25 @@ def test_examples_run(page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for number, block in enumerate(blocks, 1):
         code = compile(block, f"docs/{page} (example {number})", "exec")
         exec(code, namespace)  # noqa: S102 - the examples are the project's own docs
+
+
+def test_every_public_object_has_a_docstring() -> None:
+    import inspect
+
+    import hwloop
+
+    missing = []
+    for name in hwloop.__all__:
+        exported = getattr(hwloop, name)
+        if not (exported.__doc__ or "").strip():
+            missing.append(name)
+        if not inspect.isclass(exported):
+            continue
+        for attribute in dir(exported):
+            member = inspect.getattr_static(exported, attribute)
+            if attribute.startswith("_") or not (callable(member) or isinstance(member, property)):
+                continue
+            function = member.fget if isinstance(member, property) else member
+            if not (inspect.getdoc(getattr(exported, attribute)) or function.__doc__ or ""):
+                missing.append(f"{name}.{attribute}")
+    assert missing == []

@@ -115,7 +115,8 @@ class Backend(ABC):
         """Release the device."""
 
     @abstractmethod
-    def capabilities(self) -> Capabilities: ...
+    def capabilities(self) -> Capabilities:
+        """What this backend, with its options, can hold and do."""
 
     def declare(
         self, layer: str, shape: tuple[int, int], step: np.ndarray | None = None
@@ -203,7 +204,8 @@ class Backend(ABC):
         """The device's full state, enough to continue bit-identically after load_state_dict."""
 
     @abstractmethod
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the state ``state_dict`` returned (same options; bit-identical afterwards)."""
 
     def check_weights(self, layer: str, weights: np.ndarray) -> np.ndarray:
         """Validate weights for ``layer``: declared, matching shape, finite (ValueError)."""

@@ -221,6 +221,7 @@ class SpikingNetwork(nn.Module):
         return outputs
 
     def initial_states(self, inputs: Tensor) -> list[tuple[State, Tensor]]:
+        """Zero (state, spike) of every layer, readout last, for a batch like ``inputs``."""
         return [layer.initial_state(inputs.shape[0], inputs) for layer in self.layers]
 
     def run_window(
