@@ -25,5 +25,6 @@ def check_fits(needed: int, what: str, fix: str) -> None:
     memory, more than this machine's Y GiB; {fix}"."""
     available = physical_memory()
     if needed > available:
-        raise UserError(f"{what} needs about {needed / GIB:.1f} GiB of memory, more than this "
-                        f"machine's {available / GIB:.1f} GiB; {fix}")
+        amount = f"about {needed / GIB:.1f} GiB" if needed < 2**1000 else "beyond any count of GiB"
+        raise UserError(f"{what} needs {amount} of memory, more than this machine's "
+                        f"{available / GIB:.1f} GiB; {fix}")

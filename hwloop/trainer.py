@@ -36,6 +36,9 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "rmsprop": torch.optim.RMSprop,
 }
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+MAX_LR = 1e6
+"""The largest learning rate: far above any useful one, low enough that an optimizer's step
+size stays within float32."""
 TRAIN_OPTION = "train"
 """Key of ``neuron_options`` / ``readout_options`` listing the neuron parameters to train."""
 
@@ -161,6 +164,9 @@ def make_network(config: TrainConfig, input_size: int, num_classes: int) -> Spik
             for weight in (layer.w_in, layer.w_rec, layer.w_skip):
                 if weight is not None:
                     weight.mul_(config.init_gain)
+                    if not bool(torch.isfinite(weight).all()):
+                        raise UserError(f"init_gain={config.init_gain:g} makes the initial "
+                                        f"weights overflow {config.dtype}; lower it")
     for layers, train in ((network.hidden, hidden_train), ([network.readout], readout_train)):
         for layer in layers:
             for name, parameter in layer.params.items():
@@ -207,8 +213,8 @@ def check_config(config: TrainConfig) -> None:
             raise UserError(f"{key} must be >= 1, got {getattr(config, key)}")
     if not 0 <= config.seed < SEED_LIMIT:
         raise UserError(f"seed must lie in 0..2**63-1, got {config.seed}")
-    if not config.lr > 0:
-        raise UserError(f"lr must be a positive number, got {config.lr}")
+    if not 0 < config.lr <= MAX_LR:
+        raise UserError(f"lr must be a positive number up to {MAX_LR:g}, got {config.lr}")
     for key in ("grad_clip", "init_gain"):
         if not getattr(config, key) > 0:
             raise UserError(f"{key} must be > 0, got {getattr(config, key)}")
@@ -325,8 +331,8 @@ class Trainer:
         epoch (a checkpoint taken then continues exactly).
 
         Raises:
-            Diverged: the loss or the gradient norm became NaN or inf; the network, the
-                optimizer and the device are left as they were after the last good step.
+            Diverged: the loss, the gradient norm or the weights became NaN or inf (the
+                device is left as it was after the last good update).
         """
         if self.progress is None:
             self.progress = EpochProgress(self.shuffle.get_state())
@@ -358,6 +364,9 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.constrain()
+            if not all(bool(torch.isfinite(p).all()) for p in self.trainable):
+                raise Diverged(f"the update of step {self.step + 1} (epoch {self.epoch + 1}) "
+                               f"made weights NaN or inf; lower lr (now {self.config.lr:g})")
             if self.session is not None:
                 self.session.after_update(self.step + 1)
             hits = int((accumulator.predictions() == labels).sum())

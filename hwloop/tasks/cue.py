@@ -27,6 +27,9 @@ CLASS_0_CHANNELS = slice(0, 5)
 CLASS_1_CHANNELS = slice(5, 10)
 CUE_CHANNELS = slice(10, 15)
 
+MAX_SAMPLES = 2**53
+"""The most samples: ``num_train`` is computed in float64, exact for integers up to 2**53."""
+
 # Random numbers drawn at once while generating; bounds the float64 scratch memory (32 MiB).
 _DRAW_LIMIT = 1 << 22
 
@@ -76,6 +79,8 @@ class CueOptions:
                 raise UserError(f"{name}={value} must lie in [0, 1] (a spike probability)")
         if not 0.0 < self.test_fraction < 1.0:
             raise UserError(f"test_fraction={self.test_fraction} must lie in (0, 1)")
+        if self.num_samples > MAX_SAMPLES:
+            raise UserError(f"num_samples={self.num_samples} must be at most 2**53")
         num_train = self.num_train
         if num_train < 1 or num_train >= self.num_samples:
             raise UserError(

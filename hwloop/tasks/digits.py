@@ -23,6 +23,8 @@ NUM_CLASSES = 10
 MAX_PIXEL = 16.0
 ENCODINGS = ("value", "spikes")
 PRESENTATIONS = ("rows", "image")
+MAX_GAIN = float(np.finfo(np.float32).max)
+"""The largest gain whose "value" inputs (at most ``gain``) fit in float32."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +72,9 @@ class DigitsOptions:
             raise UserError(
                 f"ignore_first={self.ignore_first} must lie in [0, T={self.num_steps})"
             )
-        if not 0.0 < self.gain < float("inf"):
-            raise UserError(f"gain={self.gain} must be a finite number > 0")
+        if not 0.0 < self.gain <= MAX_GAIN:
+            raise UserError(f"gain={self.gain} must lie in (0, {MAX_GAIN:.4g}] (the inputs are "
+                            "float32)")
         if self.encoding == "spikes" and self.gain != 1.0:
             raise UserError(f"gain={self.gain} applies only to encoding='value'; leave it at 1.0")
 

@@ -71,6 +71,9 @@ class HeidelbergOptions:
             raise UserError(f"bin_ms={self.bin_ms} must be a finite number of ms > 0")
         if not self.bin_ms <= self.max_time_ms < math.inf:
             raise UserError(f"max_time_ms={self.max_time_ms} must be finite and >= bin_ms")
+        if not math.isfinite(self.max_time_ms / self.bin_ms):
+            raise UserError(f"max_time_ms={self.max_time_ms} / bin_ms={self.bin_ms} steps is "
+                            "beyond any float; raise bin_ms")
         if not 1 <= self.num_channels <= NUM_UNITS:
             raise UserError(f"num_channels={self.num_channels} must lie in [1, {NUM_UNITS}]")
         if self.validation_fraction is not None and not 0.0 <= self.validation_fraction < 1.0:

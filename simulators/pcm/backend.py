@@ -46,7 +46,7 @@ from simulators.pcm.normals import TorchNormals
 from simulators.pcm.pulse import PulseModel
 
 MODES = ("statistical", "verify")
-MAX_G_MAX = 1000.0  # µS; measured PCM devices reach tens of µS
+MIN_G_MAX, MAX_G_MAX = 0.1, 1000.0  # µS; measured PCM devices reach tens of µS
 MAX_NOISE_SCALE = 100.0  # for the noise multipliers and output_noise
 MAX_WRITE_CYCLE_SECONDS = 1.0
 MAX_CLOCK_SECONDS = 1e12  # about 30,000 years; far beyond it the drift formulas overflow
@@ -125,7 +125,7 @@ class PCMBackend(Backend):
         if g_max is None and mode == "verify":
             g_max = 10.0
         if g_max is not None:
-            g_max = check_number("g_max", g_max, 0, MAX_G_MAX, open_low=True, unit="µS")
+            g_max = check_number("g_max", g_max, MIN_G_MAX, MAX_G_MAX, unit="µS")
         on = 1.0 if self.noise else 0.0
         scales = {
             name: on * check_number(name, value, 0, MAX_NOISE_SCALE)
