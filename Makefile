@@ -18,6 +18,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/hwloop train --task cue --neuron brf --learner hypr --lambda 10 --epochs 12 --seed 0 --backend pcm --bits 4 --scheme mixed --out runs/demo --overwrite
+	$(VENV)/bin/hwloop eval runs/demo --drift 0,1h,1d,1mo --gdc both --device-seeds 5
 
 test: $(STAMP)
 	$(PY) -m pytest -q

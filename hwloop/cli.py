@@ -127,7 +127,7 @@ def _default(key: str) -> str:
 @click.option("--device", help="cpu, cuda or cuda:N." + _default("device"))
 @click.option("--backend", help="Device in the loop: none, ideal, pcm or a spec such as "
               "pcm://?mode=verify (docs/backends.md)." + _default("backend"))
-@click.option("--bits", type=int, help="Weight bits on the device (1..8) [default: the "
+@click.option("--bits", type=int, help="Weight bits on the device (2..8) [default: the "
               "backend's].")
 @click.option("--scheme", help="Update scheme on the device: direct, mixed, sign or "
               "stochastic." + _default("scheme"))
