@@ -9,7 +9,11 @@ The names a user needs are here (docs/api.md shows them at work)::
     result = hwloop.evaluate(run, drift="0,1h,1d", device_seeds=5, gdc="both")
 """
 
-from hwloop import _lava_compat
+from hwloop.threads import set_openmp_defaults
+
+set_openmp_defaults()  # before anything imports torch: OpenMP reads them then
+
+from hwloop import _lava_compat  # noqa: E402
 
 __version__ = "0.1.0"
 
