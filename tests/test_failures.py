@@ -4,6 +4,7 @@ damaged run files, file modes and every bad input, each ending in one line and a
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import signal
@@ -175,15 +176,39 @@ def test_a_resumed_run_interrupted_again_keeps_its_checkpoint(
 # --- NaN losses and checkpoints inside epochs ----------------------------------------------
 
 
-def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hwloop.learning.hypr import HYPR
+
+    original = HYPR.compute_gradients
+    calls = []
+
+    def nan_at_the_third_batch(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        loss = original(self, *args, **kwargs)
+        return math.nan if len(calls) == 3 else loss
+
+    monkeypatch.setattr(HYPR, "compute_gradients", nan_at_the_third_batch)
     out = tmp_path / "run"
-    code, _, stderr = invoke("train", "--out", str(out), "--epochs", "3", "optimizer=sgd",
-                             "lr=1e30", "presets=false", *SMALL)
+    code, _, stderr = invoke("train", "--out", str(out), "--epochs", "3", *SMALL)  # 1 step/epoch
     assert code == 1
     message = one_line_error(stderr)
-    assert "became nan" in message or "became inf" in message
-    record = read_run(out)  # the last good checkpoint is a whole run file
+    assert "loss became nan at step 3" in message and "checkpoint of step 2" in message
+    assert "--resume" not in message  # resuming would diverge again
+    record = read_run(out)  # the last good checkpoint, a whole run file
+    assert len(record.epochs) == 2 and record.checkpoint["step"] == 2
     assert all(np.isfinite(value).all() for value in record.final_weights.values())
+
+
+def test_inputs_that_overflow_stop_the_run_before_its_first_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, _, stderr = invoke("train", "--out", str(out), "--task", "digits", "--epochs", "1",
+                             "task_options.gain=3e38", "hidden=[16]", "--quiet")
+    assert code == 1
+    message = one_line_error(stderr)
+    assert "became nan" in message and "nothing was kept" in message
+    assert not out.exists()
 
 
 def test_checkpoints_inside_epochs_resume_exactly(
