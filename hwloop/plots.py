@@ -25,7 +25,7 @@ from matplotlib.transforms import offset_copy  # noqa: E402
 
 from hwloop.atomic import atomic_write  # noqa: E402
 from hwloop.backends import parse_backend_spec  # noqa: E402
-from hwloop.runs import RunRecord  # noqa: E402
+from hwloop.runs import RunRecord, best_epoch, selection_accuracy  # noqa: E402
 
 if TYPE_CHECKING:
     from hwloop.evaluation import Evaluation
@@ -202,9 +202,9 @@ def _draw_accuracy(axis: Axes, record: RunRecord, chance: float | None) -> None:
         validation = [math.nan if e.validation_accuracy is None else e.validation_accuracy
                       for e in record.epochs]
         axis.plot(epochs, validation, color="C2", marker=marker, ms=3.5, label="validation")
-    best = _best_epoch(record, has_validation)
+    best = best_epoch(record.epochs)
     if best is not None:
-        epoch, accuracy = best
+        epoch, accuracy = best.epoch, selection_accuracy(best)
         split = "validation" if has_validation else "test"
         axis.axvline(epoch, color="0.4", ls=":", lw=1)
         axis.plot([epoch], [accuracy], ls="none", marker="*", ms=13, color="C3",
@@ -251,19 +251,6 @@ def _draw_device(error_axis: Axes, count_axis: Axes, record: RunRecord) -> None:
     error_axis.grid(alpha=0.3)
     count_axis.grid(alpha=0.3)
     _legend_below(count_axis)
-
-
-def _best_epoch(record: RunRecord, by_validation: bool) -> tuple[int, float] | None:
-    """(epoch, accuracy) of the first epoch with the highest validation accuracy (test
-    accuracy without a validation split), as the trainer selects its best weights."""
-    best = None
-    for e in record.epochs:
-        accuracy = e.validation_accuracy if by_validation else e.test_accuracy
-        if accuracy is None or not math.isfinite(accuracy):
-            continue
-        if best is None or accuracy > best[1]:
-            best = (e.epoch, accuracy)
-    return best
 
 
 def _legend_below(axis: Axes) -> None:

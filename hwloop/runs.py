@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import platform
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -365,7 +366,7 @@ def record_summary(record: RunRecord) -> dict[str, Any]:
     last = record.epochs[-1] if record.epochs else None
     has_validation = any(e.validation_accuracy is not None for e in record.epochs)
     checkpoint = record.checkpoint or {}
-    best = _best_epoch(record.epochs)
+    best = best_epoch(record.epochs)
     return {
         "path": str(record.directory),
         "task": config.get("task"),
@@ -379,7 +380,7 @@ def record_summary(record: RunRecord) -> dict[str, Any]:
         "final_test_accuracy": last.test_accuracy if last else None,
         "final_validation_accuracy": last.validation_accuracy if last else None,
         "selection_split": "validation" if has_validation else "test",
-        "best_accuracy": _selection(best) if best else None,
+        "best_accuracy": selection_accuracy(best) if best else None,
         "best_epoch": best.epoch if best else None,
         "final_train_loss": last.train_loss if last else None,
         "seconds": sum(e.seconds for e in record.epochs),
@@ -397,15 +398,18 @@ def record_summary(record: RunRecord) -> dict[str, Any]:
     }
 
 
-def _selection(epoch: EpochMetrics) -> float:
+def selection_accuracy(epoch: EpochMetrics) -> float:
+    """The accuracy that picks the best weights: validation if measured, else test."""
     return epoch.validation_accuracy if epoch.validation_accuracy is not None else epoch.test_accuracy
 
 
-def _best_epoch(epochs: list[EpochMetrics]) -> EpochMetrics | None:
-    """The epoch the trainer kept as best: the first with the highest selection accuracy."""
+def best_epoch(epochs: list[EpochMetrics]) -> EpochMetrics | None:
+    """The epoch the trainer kept as best: the first with the highest selection accuracy
+    (NaN accuracies never win)."""
     best = None
     for epoch in epochs:
-        if best is None or _selection(epoch) > _selection(best):
+        accuracy = selection_accuracy(epoch)
+        if math.isfinite(accuracy) and (best is None or accuracy > selection_accuracy(best)):
             best = epoch
     return best
 
