@@ -22,7 +22,7 @@ from hwloop.backends import backend_listing
 from hwloop.config import TrainConfig, build_config, load_config_file
 from hwloop.errors import RunError, UserError
 from hwloop.evaluation import Evaluation, evaluate, save_evaluation
-from hwloop.interrupts import Interrupted
+from hwloop.interrupts import Interrupted, critical, stop_on_signals
 from hwloop.jsonout import dumps
 from hwloop.runs import RUN_FILE, compare_runs, find_runs, read_run, record_summary
 from hwloop.threads import configure_threads
@@ -302,8 +302,10 @@ def eval_command(run: str, name: str | None, as_json: bool, **settings: Any) -> 
 
     Stores RUN/eval/NAME.json, .png and .svg; the training record is not touched
     (docs/eval.md)."""
-    result = evaluate(run, **settings)
-    paths = save_evaluation(result, name)
+    with stop_on_signals():  # Ctrl-C or SIGTERM: one line, exit 130/143, no partial file
+        result = evaluate(run, **settings)
+        with critical():
+            paths = save_evaluation(result, name)
     if as_json:
         click.echo(dumps({**result.to_dict(), "files": [str(p) for p in paths]}))
         return

@@ -26,7 +26,7 @@ class Interrupted(KeyboardInterrupt):
         self.signal_name = signal.Signals(signum).name
         super().__init__(self.signal_name)
         self.exit_status = 128 + signum
-        self.message = f"interrupted by {self.signal_name}"
+        self.message = f"interrupted by {self.signal_name}; nothing was written"
 
 
 class _State:

@@ -209,7 +209,8 @@ def run_plan(plan: TrainingPlan, progress: Progress | None = None) -> RunRecord:
             _plot(plan)
     except KeyboardInterrupt as stop:  # Interrupted, or Ctrl-C where no handler was set
         interrupted = stop if isinstance(stop, Interrupted) else Interrupted(signal.SIGINT)
-        interrupted.message = f"{interrupted.message}; {_what_was_kept(plan, saved['step'])}"
+        interrupted.message = (f"interrupted by {interrupted.signal_name}; "
+                               f"{_what_was_kept(plan, saved['step'])}")
         raise interrupted from None
     except RunError as error:
         kept = _what_was_kept(plan, saved["step"], resumable=not isinstance(error, Diverged))
