@@ -51,3 +51,15 @@ def test_every_public_object_has_a_docstring() -> None:
             if not (inspect.getdoc(getattr(exported, attribute)) or function.__doc__ or ""):
                 missing.append(f"{name}.{attribute}")
     assert missing == []
+
+
+def test_the_learners_do_not_depend_on_the_training_loop_or_the_session() -> None:
+    """Layering: hwloop.learning (networks, learners) sits below the session and the trainer."""
+    import ast
+
+    above = ("hwloop.session", "hwloop.trainer", "hwloop.training", "hwloop.runs", "hwloop.cli")
+    for path in (DOCS.parent / "hwloop" / "learning").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.startswith(above)], f"{path.name} imports {names}"
