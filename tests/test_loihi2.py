@@ -1,0 +1,172 @@
+"""The Loihi 2 models: integer primitives, Dense and LIF, and the emulator's bit-exact parity
+with real Lava 0.10.0 fixed_pt processes (spec loihi2_lava_nir.md §10)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from simulators.loihi2.dense import DenseWeights, dense_step, sign_mode_of
+from simulators.loihi2.fixed_point import STATE_LIMIT, decay, saturate24, shift, wrap24
+from simulators.loihi2.isolation import IsolatedError, call_isolated
+from simulators.loihi2.lava_run import run_in_lava
+from simulators.loihi2.lif import LifParameters, lif_step
+from simulators.loihi2.network import LifNetwork, Trajectory, emulate
+
+LAVA_TIMEOUT = 300.0  # seconds for one isolated Lava run
+STEPS = 500
+
+
+def ints(*values: int) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.int64)
+
+
+# --- integer primitives (spec §2.2, §10.2) --------------------------------------------------
+
+
+def test_decay_truncates_toward_zero() -> None:
+    assert decay(ints(128, 127, 126), 4095).tolist() == [127, 126, 125]  # du = 0 still decays
+    assert decay(ints(-1, 1, -4095), 4095).tolist() == [0, 0, -4094]  # not floor: −1 → 0
+    assert decay(ints(-(2**23 - 1), 2**23), 2048).tolist() == [-(2**22 - 1), 2**22]
+    assert decay(ints(5, -5), 4096).tolist() == [5, -5]  # factor 1: no decay
+    assert decay(ints(5, -5), 0).tolist() == [0, 0]
+
+
+def test_exponent_shifts_floor_and_bias_examples() -> None:
+    assert shift(ints(-7, -1, 7, -7), ints(-2, -3, -2, 2)).tolist() == [-2, -1, 1, -28]
+    assert shift(ints(-1, -1), -1).tolist() == [-1, -1]  # floor of the SUM, not per synapse
+
+
+def test_current_wraps_once_and_voltage_saturates() -> None:
+    limit = STATE_LIMIT
+    wrapped = wrap24(ints(limit - 1, limit, limit + 1, -limit + 1, -limit, -limit - 1,
+                          10_444_800, 3 * limit))
+    assert wrapped.tolist() == [limit - 1, limit, -limit + 1, -limit + 1, limit, limit - 1,
+                                -6_332_416, limit]  # beyond ±2^24: corrected once only
+    assert saturate24(ints(limit, -limit, 5)).tolist() == [limit - 1, -(limit - 1), 5]
+
+
+def one_lif(**values: int) -> LifParameters:
+    return LifParameters(du=values.get("du", -1), dv=values.get("dv", 0), vth=values.get("vth", 10),
+                         bias_mant=np.array([values.get("bias", 0)]), bias_exp=np.array([0]))
+
+
+def test_lif_threshold_is_strict_and_resets_v_only() -> None:
+    parameters = one_lif(vth=10)  # θ = 640
+    u, v, s = lif_step(ints(0)[None], ints(0)[None], ints(10)[None], parameters)
+    assert (u.item(), v.item(), s.item()) == (640, 640, False)  # v = θ does not spike
+    u, v, s = lif_step(ints(0)[None], ints(1)[None], ints(10)[None], parameters)
+    assert (u.item(), v.item(), s.item()) == (640, 0, True)  # v = θ + 1 spikes, u kept
+    with pytest.raises(ValueError, match="2\\^25"):
+        lif_step(ints(0)[None], ints(0)[None], ints(2**25)[None], parameters)
+
+
+def test_dense_sign_modes_sums_and_timing() -> None:
+    assert [sign_mode_of(np.array(w)) for w in ([[0, 0]], [[0, 3]], [[0, -3]], [[-1, 1]])] == [
+        "excitatory", "excitatory", "inhibitory", "mixed"]
+    held = DenseWeights.prepare([[3, 1, -1], [255, -3.7, 1000]])
+    assert held.sign_mode == "mixed" and held.weights.tolist() == [[2, 0, -2], [254, -4, 254]]
+    weights = torch.as_tensor([[-1, -1]])
+    assert dense_step(weights, -1, ints(1, 1)[None]).tolist() == [[-1]]  # floor(−2/2)
+    assert dense_step(torch.full((1, 300), 255), 0, torch.ones(1, 300)).item() == 76_500
+    assert dense_step(torch.as_tensor([[2, 3]]), 0, ints(5, 2)[None], graded=True).item() == 16
+
+
+# --- parity with real Lava ------------------------------------------------------------------
+
+
+def random_network(rng: np.random.Generator, inputs: int, hidden: int, readout: int,
+                   regime: str) -> tuple[LifNetwork, dict[str, np.ndarray]]:
+    """A random network over the whole legal parameter range (``wide``), driven hard enough
+    to spike often (``busy``), or to wrap currents and saturate voltages (``extreme``); returns
+    it and the raw initial weights Lava gets (Lava preprocesses them itself)."""
+
+    def lif(size: int) -> LifParameters:
+        vth = {"wide": (0, 131_072), "busy": (0, 300), "extreme": (50_000, 131_072)}[regime]
+        return LifParameters(
+            du=int(rng.integers(-1, 4096)) if regime != "extreme" else -1,
+            dv=int(rng.integers(0, 4097)) if regime != "extreme" else 0,
+            vth=int(rng.integers(*vth)),
+            bias_mant=rng.integers(-1024 if regime == "busy" else -4096, 4096, size),
+            bias_exp=rng.integers(0 if regime == "busy" else -7, 8, size))
+
+    def dense(out: int, into: int) -> tuple[np.ndarray, DenseWeights]:
+        if regime == "extreme":  # the legal extremes, strongly amplified
+            raw = rng.choice([-300, -256, -255, 254, 255, 300], size=(out, into))
+            exponent, bits, mode = 7, 8, "mixed"
+        else:
+            raw = rng.uniform(-300, 300, (out, into))  # floats, some beyond the clip range
+            exponent = int(rng.integers(-8, 8)) if regime == "wide" else int(rng.integers(0, 4))
+            bits = int(rng.integers(1, 9))
+            modes = [None, "mixed", "excitatory"] + (["inhibitory"] if regime == "wide" else [])
+            mode = rng.choice(np.array(modes, dtype=object))
+            if mode == "excitatory":
+                raw = np.abs(raw)
+            elif mode == "inhibitory":
+                raw = -np.abs(raw)
+        return raw, DenseWeights.prepare(raw, exponent, bits, mode)
+
+    raw_in, w_in = dense(hidden, inputs)
+    raw_rec, w_rec = dense(hidden, hidden)
+    raw_out, w_out = dense(readout, hidden)
+    network = LifNetwork(w_in, lif(hidden), w_rec, w_out, lif(readout))
+    return network, {"in": raw_in, "rec": raw_rec, "out": raw_out}
+
+
+def assert_trajectories_equal(lava: Trajectory, emulator: Trajectory) -> None:
+    for name in Trajectory.__dataclass_fields__:
+        expected, got = getattr(lava, name), getattr(emulator, name)
+        mismatch = np.argwhere(expected != got)
+        assert mismatch.size == 0, f"{name} differs first at (sample, step, neuron) {mismatch[0]}"
+
+
+PARITY_CASES = [(1, "wide"), (7, "busy"), (64, "wide"), (64, "busy"), (256, "busy"),
+                (32, "extreme")]
+
+
+@pytest.mark.parametrize("hidden,regime", PARITY_CASES)
+def test_emulator_equals_lava_fixed_pt_at_every_step(hidden: int, regime: str) -> None:
+    rng = np.random.default_rng(hidden * 31 + len(regime))  # fixed seeds: deterministic
+    network, raw = random_network(rng, 12, hidden, 5, regime)
+    rate = {"wide": 0.2, "busy": 0.3, "extreme": 0.5}[regime]
+    inputs = (rng.random((STEPS, 12)) < rate).astype(np.int64)
+    lava = call_isolated(run_in_lava, network, inputs, raw, timeout=LAVA_TIMEOUT)
+    emulator = emulate(network, inputs[None])
+    assert_trajectories_equal(lava, emulator)
+    spikes = int(emulator.hidden_spikes.sum())
+    if regime == "busy":
+        assert spikes > STEPS * hidden // 20, "the busy regime must spike often"
+    if regime == "extreme":  # the edges were reached: wrapped currents, saturated voltages
+        jumps = np.abs(np.diff(emulator.hidden_u, axis=1))
+        assert (jumps > STATE_LIMIT).any()
+        assert (np.abs(emulator.hidden_v) == STATE_LIMIT - 1).any()
+
+
+def test_a_batch_equals_its_samples_one_by_one() -> None:
+    rng = np.random.default_rng(5)
+    network, _ = random_network(rng, 12, 16, 3, "busy")
+    inputs = (rng.random((6, 80, 12)) < 0.3).astype(np.int64)
+    batch = emulate(network, inputs)
+    for index in range(len(inputs)):
+        alone = emulate(network, inputs[index : index + 1])
+        for name in Trajectory.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(batch, name)[index], getattr(alone, name)[0])
+
+
+def test_an_isolated_call_that_hangs_or_fails_is_stopped() -> None:
+    with pytest.raises(IsolatedError, match="longer than"):
+        call_isolated(_sleep_forever, timeout=2.0)
+    with pytest.raises(IsolatedError, match="ValueError: broken"):
+        call_isolated(_fail, timeout=60.0)
+
+
+def _sleep_forever() -> None:
+    import time
+
+    while True:
+        time.sleep(1)
+
+
+def _fail() -> None:
+    raise ValueError("broken")
