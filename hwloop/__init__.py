@@ -36,7 +36,7 @@ from hwloop.seeds import derive_seed  # noqa: E402
 from hwloop.session import HILSession, open_session_backend  # noqa: E402
 from hwloop.tasks import Task, make_task  # noqa: E402
 from hwloop.trainer import EpochMetrics, StepMetrics, Trainer, evaluate_network  # noqa: E402
-from hwloop.training import Progress, plan_training, resume, train  # noqa: E402
+from hwloop.training import TrainingCallbacks, plan_training, resume, train  # noqa: E402
 
 __all__ = [
     "Backend",
@@ -45,7 +45,6 @@ __all__ = [
     "EvalRow",
     "Evaluation",
     "HILSession",
-    "Progress",
     "RunError",
     "RunRecord",
     "SpikingNetwork",
@@ -54,6 +53,7 @@ __all__ = [
     "Task",
     "TrainConfig",
     "Trainer",
+    "TrainingCallbacks",
     "UserError",
     "WriteReport",
     "available_backends",

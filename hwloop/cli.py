@@ -26,7 +26,7 @@ from hwloop.interrupts import Interrupted, critical, stop_on_signals
 from hwloop.jsonout import dumps
 from hwloop.runs import RUN_FILE, compare_runs, find_runs, read_run, record_summary
 from hwloop.threads import configure_threads
-from hwloop.training import Progress as TrainingProgress
+from hwloop.training import TrainingCallbacks
 from hwloop.training import TrainingPlan, plan_training, run_plan
 from hwloop.trainer import EpochMetrics, StepMetrics, Trainer
 
@@ -214,7 +214,7 @@ def train(
                 bar_display.reset(bar, total=plan.trainer.steps_per_epoch,
                                   epoch=metrics.epoch + 1, status="")
 
-        record = run_plan(plan, TrainingProgress(on_start, on_step, on_epoch))
+        record = run_plan(plan, TrainingCallbacks(on_start, on_step, on_epoch))
     finally:
         if started:
             bar_display.stop()
@@ -239,7 +239,7 @@ def train(
 
 def _plan_line(plan: TrainingPlan) -> str:
     config, trainer = plan.config, plan.trainer
-    text = (f"{plan.task.description} · {config.neuron} · {_learner_text(config.to_dict())} · "
+    text = (f"{plan.task.description} · {config.neuron} · {_learner_text(config.learner, config.lam)} · "
             f"{sum(p.numel() for p in trainer.network.parameters())} parameters · seed "
             f"{config.seed}")
     if trainer.session is not None:
@@ -372,7 +372,7 @@ def show(run: str, as_json: bool) -> None:
     for problem in summary["damage"]:
         console.print(f"[bold red]damaged:[/bold red] {problem}")
     console.print(f"[bold]{summary['path']}[/bold]  {_fmt(summary['task'])} · "
-                  f"{_fmt(summary['neuron'])} · {_learner_text(summary)} · seed "
+                  f"{_fmt(summary['neuron'])} · {_learner_text(summary['learner'], summary['lambda'])} · seed "
                   f"{_fmt(summary['seed'])}")
     console.print(f"epochs {summary['epochs_done']}/{_fmt(summary['epochs_planned'])}, final "
                   f"test accuracy {_fmt(summary['final_test_accuracy'])}, best "
@@ -472,10 +472,8 @@ def _parse_widths(text: str) -> list[int]:
         raise UserError(f"--hidden must list layer widths like 64,64, got {text!r}") from None
 
 
-def _learner_text(config: dict[str, Any]) -> str:
-    lam = config.get("lam", config.get("lambda"))
-    learner = config.get("learner") or "-"
-    return learner + (f" λ={lam}" if learner == "hypr" else "")
+def _learner_text(learner: str | None, lam: int | None) -> str:
+    return (learner or "-") + (f" λ={lam}" if learner == "hypr" else "")
 
 
 def _fmt(value: Any) -> str:

@@ -1,9 +1,10 @@
 """A run directory in use: checked before anything is written, locked, and cleaned up.
 
 ``RunDirectory.check`` refuses unusable ``--out`` paths (a file, a place it cannot write: it
-creates and removes an empty directory to find out) before any training starts. ``acquire`` creates the directory if needed, takes an exclusive lock
-(``fcntl.flock`` on ``.hwloop.lock``; the kernel releases it when the process dies, even by
-SIGKILL) so a second process cannot train into the same directory, and removes temporary
+creates and removes an empty directory to find out) before any training starts. ``acquire``
+creates the directory if needed, takes an exclusive lock (``fcntl.flock`` on ``.hwloop.lock``;
+the kernel releases it when the process dies, even by SIGKILL) so a second process cannot
+train into the same directory, and removes temporary
 files that a killed writer left behind. ``release(keep=False)`` removes a directory this
 process created when the run never wrote anything into it (interrupted before its first
 checkpoint).

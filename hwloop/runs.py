@@ -400,7 +400,8 @@ def record_summary(record: RunRecord) -> dict[str, Any]:
 
 def selection_accuracy(epoch: EpochMetrics) -> float:
     """The accuracy that picks the best weights: validation if measured, else test."""
-    return epoch.validation_accuracy if epoch.validation_accuracy is not None else epoch.test_accuracy
+    validation = epoch.validation_accuracy
+    return validation if validation is not None else epoch.test_accuracy
 
 
 def best_epoch(epochs: list[EpochMetrics]) -> EpochMetrics | None:

@@ -39,7 +39,7 @@ PLOT_INTERVAL = 10.0
 
 
 @dataclass
-class Progress:
+class TrainingCallbacks:
     """Callbacks a caller (the CLI's progress bar) gets during training; all optional."""
 
     on_start: Callable[[Trainer], None] | None = None
@@ -150,11 +150,11 @@ def train(
     *,
     overwrite: bool = False,
     checkpoint_every: int | None = None,
-    progress: Progress | None = None,
+    callbacks: TrainingCallbacks | None = None,
 ) -> RunRecord:
     """Train a new run into ``out`` and return its record (see the module doc)."""
     plan = plan_training(config, out, overwrite=overwrite, checkpoint_every=checkpoint_every)
-    return run_plan(plan, progress)
+    return run_plan(plan, callbacks)
 
 
 def resume(
@@ -162,17 +162,17 @@ def resume(
     *,
     epochs: int | None = None,
     checkpoint_every: int | None = None,
-    progress: Progress | None = None,
+    callbacks: TrainingCallbacks | None = None,
 ) -> RunRecord:
     """Continue the run in ``out`` from its checkpoint (optionally to ``epochs`` epochs)."""
     plan = plan_training(None, out, resume=True, epochs=epochs,
                          checkpoint_every=checkpoint_every)
-    return run_plan(plan, progress)
+    return run_plan(plan, callbacks)
 
 
-def run_plan(plan: TrainingPlan, progress: Progress | None = None) -> RunRecord:
+def run_plan(plan: TrainingPlan, callbacks: TrainingCallbacks | None = None) -> RunRecord:
     """Train ``plan`` to its last epoch, checkpointing into its directory."""
-    progress = progress or Progress()
+    callbacks = callbacks or TrainingCallbacks()
     trainer, directory = plan.trainer, plan.directory
     saved = {"step": None if plan.resumed is None else trainer.step}
 
@@ -186,21 +186,21 @@ def run_plan(plan: TrainingPlan, progress: Progress | None = None) -> RunRecord:
 
     def on_step(metrics: StepMetrics) -> None:
         plan.steps.append(metrics)
-        if progress.on_step is not None:
-            progress.on_step(metrics)
+        if callbacks.on_step is not None:
+            callbacks.on_step(metrics)
 
     directory.acquire()
     try:
         with stop_on_signals():
-            if progress.on_start is not None:
-                progress.on_start(trainer)
+            if callbacks.on_start is not None:
+                callbacks.on_start(trainer)
             last_plot = time.monotonic()
             while trainer.epoch < plan.config.epochs:
                 result = trainer.train_epoch(on_step, plan.checkpoint_every, checkpoint)
                 plan.epochs.append(result)
                 checkpoint()
-                if progress.on_epoch is not None:
-                    progress.on_epoch(result)
+                if callbacks.on_epoch is not None:
+                    callbacks.on_epoch(result)
                 if time.monotonic() - last_plot >= PLOT_INTERVAL:
                     _plot(plan)
                     last_plot = time.monotonic()

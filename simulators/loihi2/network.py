@@ -1,6 +1,6 @@
 """A Loihi network of Lava fixed-point processes, and its bit-exact emulator.
 
-    input spikes (B, T, M) → Dense w_in → LIF hidden (N) ⟲ Dense w_rec → Dense w_out → LIF readout (K)
+    input (B, T, M) → Dense w_in → LIF hidden (N) ⟲ Dense w_rec → Dense w_out → LIF readout (K)
 
 Timing is Lava's (spec §1): every Dense hop delays by one step, so the hidden layer integrates
 the input of step t − 1 and its own spikes of step t − 1, and the readout the hidden spikes of
