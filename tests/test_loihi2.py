@@ -12,7 +12,7 @@ from simulators.loihi2.fixed_point import STATE_LIMIT, decay, saturate24, shift,
 from simulators.loihi2.isolation import IsolatedError, call_isolated
 from simulators.loihi2.lava_run import run_in_lava
 from simulators.loihi2.lif import LifParameters, lif_step
-from simulators.loihi2.network import LifNetwork, Trajectory, emulate
+from simulators.loihi2.network import LifLayer, LifNetwork, Trajectory, emulate
 
 LAVA_TIMEOUT = 300.0  # seconds for one isolated Lava run
 STEPS = 500
@@ -76,11 +76,12 @@ def test_dense_sign_modes_sums_and_timing() -> None:
 # --- parity with real Lava ------------------------------------------------------------------
 
 
-def random_network(rng: np.random.Generator, inputs: int, hidden: int, readout: int,
-                   regime: str) -> tuple[LifNetwork, dict[str, np.ndarray]]:
-    """A random network over the whole legal parameter range (``wide``), driven hard enough
-    to spike often (``busy``), or to wrap currents and saturate voltages (``extreme``); returns
-    it and the raw initial weights Lava gets (Lava preprocesses them itself)."""
+def random_network(rng: np.random.Generator, inputs: int, sizes: list[int], regime: str,
+                   ) -> tuple[LifNetwork, list[dict[str, np.ndarray]]]:
+    """A random chain of layers of ``sizes`` (each but the last recurrent) over the whole legal
+    parameter range (``wide``), driven hard enough to spike often (``busy``), or to wrap
+    currents and saturate voltages (``extreme``); returns it and the raw initial weights Lava
+    gets (Lava preprocesses them itself)."""
 
     def lif(size: int) -> LifParameters:
         vth = {"wide": (0, 131_072), "busy": (0, 300), "extreme": (50_000, 131_072)}[regime]
@@ -107,51 +108,66 @@ def random_network(rng: np.random.Generator, inputs: int, hidden: int, readout: 
                 raw = -np.abs(raw)
         return raw, DenseWeights.prepare(raw, exponent, bits, mode)
 
-    raw_in, w_in = dense(hidden, inputs)
-    raw_rec, w_rec = dense(hidden, hidden)
-    raw_out, w_out = dense(readout, hidden)
-    network = LifNetwork(w_in, lif(hidden), w_rec, w_out, lif(readout))
-    return network, {"in": raw_in, "rec": raw_rec, "out": raw_out}
+    layers, raws, width = [], [], inputs
+    for index, size in enumerate(sizes):
+        raw_in, w_in = dense(size, width)
+        raw = {"w_in": raw_in}
+        w_rec = None
+        if index < len(sizes) - 1:
+            raw["w_rec"], w_rec = dense(size, size)
+        layers.append(LifLayer(w_in, lif(size), w_rec))
+        raws.append(raw)
+        width = size
+    return LifNetwork(tuple(layers)), raws
 
 
 def assert_trajectories_equal(lava: Trajectory, emulator: Trajectory) -> None:
     for name in Trajectory.__dataclass_fields__:
-        expected, got = getattr(lava, name), getattr(emulator, name)
-        mismatch = np.argwhere(expected != got)
-        assert mismatch.size == 0, f"{name} differs first at (sample, step, neuron) {mismatch[0]}"
+        for layer, (expected, got) in enumerate(zip(getattr(lava, name), getattr(emulator, name))):
+            mismatch = np.argwhere(expected != got)
+            assert mismatch.size == 0, (f"layer {layer} {name} differs first at "
+                                        f"(sample, step, neuron) {mismatch[0]}")
 
 
-PARITY_CASES = [(1, "wide"), (7, "busy"), (64, "wide"), (64, "busy"), (256, "busy"),
-                (32, "extreme")]
+PARITY_CASES = [([1, 5], "wide"), ([7, 5], "busy"), ([64, 5], "wide"), ([64, 5], "busy"),
+                ([256, 5], "busy"), ([32, 5], "extreme"), ([24, 16, 5], "busy")]
 
 
-@pytest.mark.parametrize("hidden,regime", PARITY_CASES)
-def test_emulator_equals_lava_fixed_pt_at_every_step(hidden: int, regime: str) -> None:
-    rng = np.random.default_rng(hidden * 31 + len(regime))  # fixed seeds: deterministic
-    network, raw = random_network(rng, 12, hidden, 5, regime)
+@pytest.mark.parametrize("sizes,regime", PARITY_CASES)
+def test_emulator_equals_lava_fixed_pt_at_every_step(sizes: list[int], regime: str) -> None:
+    rng = np.random.default_rng(sum(sizes) * 31 + len(regime))  # fixed seeds: deterministic
+    network, raw = random_network(rng, 12, sizes, regime)
     rate = {"wide": 0.2, "busy": 0.3, "extreme": 0.5}[regime]
     inputs = (rng.random((STEPS, 12)) < rate).astype(np.int64)
     lava = call_isolated(run_in_lava, network, inputs, raw, timeout=LAVA_TIMEOUT)
-    emulator = emulate(network, inputs[None])
+    emulator, _ = emulate(network, inputs[None])
     assert_trajectories_equal(lava, emulator)
-    spikes = int(emulator.hidden_spikes.sum())
+    spikes = int(emulator.spikes[0].sum())
     if regime == "busy":
-        assert spikes > STEPS * hidden // 20, "the busy regime must spike often"
+        assert spikes > STEPS * sizes[0] // 20, "the busy regime must spike often"
+        assert all(int(s.sum()) > 0 for s in emulator.spikes[:-1]), "every hidden layer spikes"
     if regime == "extreme":  # the edges were reached: wrapped currents, saturated voltages
-        jumps = np.abs(np.diff(emulator.hidden_u, axis=1))
+        jumps = np.abs(np.diff(emulator.u[0], axis=1))
         assert (jumps > STATE_LIMIT).any()
-        assert (np.abs(emulator.hidden_v) == STATE_LIMIT - 1).any()
+        assert (np.abs(emulator.v[0]) == STATE_LIMIT - 1).any()
 
 
-def test_a_batch_equals_its_samples_one_by_one() -> None:
+def test_a_batch_equals_its_samples_one_by_one_and_a_run_continues_from_its_state() -> None:
     rng = np.random.default_rng(5)
-    network, _ = random_network(rng, 12, 16, 3, "busy")
+    network, _ = random_network(rng, 12, [16, 3], "busy")
     inputs = (rng.random((6, 80, 12)) < 0.3).astype(np.int64)
-    batch = emulate(network, inputs)
+    batch, _ = emulate(network, inputs)
     for index in range(len(inputs)):
-        alone = emulate(network, inputs[index : index + 1])
+        alone, _ = emulate(network, inputs[index : index + 1])
         for name in Trajectory.__dataclass_fields__:
-            np.testing.assert_array_equal(getattr(batch, name)[index], getattr(alone, name)[0])
+            for got, expected in zip(getattr(alone, name), getattr(batch, name)):
+                np.testing.assert_array_equal(got[0], expected[index])
+    first, state = emulate(network, inputs[:, :30])
+    rest, _ = emulate(network, inputs[:, 30:], state)
+    for name in Trajectory.__dataclass_fields__:
+        for whole, head, tail in zip(getattr(batch, name), getattr(first, name),
+                                     getattr(rest, name)):
+            np.testing.assert_array_equal(whole, np.concatenate([head, tail], axis=1))
 
 
 def test_an_isolated_call_that_hangs_or_fails_is_stopped() -> None:

@@ -2,7 +2,7 @@
 and record every state, for comparison with the emulator.
 
 The network is built from Lava's own ``RingBuffer``, ``Dense``, ``LIF`` and ``Monitor``
-processes, exactly as ``simulators.loihi2.network`` describes it. Lava is imported here only:
+processes, layer by layer as ``simulators.loihi2.network`` describes it. Lava is imported here only:
 hwloop works without it. Call ``run_in_lava`` through ``isolation.call_isolated`` (the tests do)
 so that a hung or crashed Lava process cannot block the caller.
 """
@@ -21,13 +21,14 @@ SIGN_MODE_NAMES = {"mixed": "MIXED", "excitatory": "EXCITATORY", "inhibitory": "
 
 
 def run_in_lava(
-    network: LifNetwork, inputs: np.ndarray, initial_weights: dict[str, np.ndarray] | None = None
+    network: LifNetwork, inputs: np.ndarray,
+    initial_weights: list[dict[str, np.ndarray]] | None = None,
 ) -> Trajectory:
     """Run ``network`` on one sample's inputs (T, M) in Lava; returns a (1, T, ·) Trajectory.
 
-    ``initial_weights`` (``in``, ``rec``, ``out``) replaces the connections' held weights as the
-    matrices handed to Lava's Dense, so Lava's own first-step preprocessing can be compared
-    with ``DenseWeights.prepare``.
+    ``initial_weights`` (per layer, ``w_in`` and ``w_rec``) replaces the connections' held
+    weights as the matrices handed to Lava's Dense, so Lava's own first-step preprocessing can
+    be compared with ``DenseWeights.prepare``.
     """
     import hwloop  # noqa: F401  (installs the import fix lava-nc 0.10.0 needs on Python 3.11)
     from lava.magma.core.run_conditions import RunSteps
@@ -36,35 +37,37 @@ def run_in_lava(
     from lava.proc.monitor.process import Monitor
 
     steps = inputs.shape[0]
-    chosen = initial_weights or {}
+    chosen = initial_weights or [{} for _ in network.layers]
     source = RingBuffer(data=np.asarray(inputs, dtype=np.int32).T)
-    hidden, readout = _lif(network.hidden), _lif(network.readout)
-    w_in = _dense(network.w_in, chosen.get("in"))
-    source.s_out.connect(w_in.s_in)
-    w_in.a_out.connect(hidden.a_in)
-    if network.w_rec is not None:
-        w_rec = _dense(network.w_rec, chosen.get("rec"))
-        hidden.s_out.connect(w_rec.s_in)
-        w_rec.a_out.connect(hidden.a_in)
-    w_out = _dense(network.w_out, chosen.get("out"))
-    hidden.s_out.connect(w_out.s_in)
-    w_out.a_out.connect(readout.a_in)
-    probes = {"hidden_u": (hidden, hidden.u), "hidden_v": (hidden, hidden.v),
-              "hidden_spikes": (hidden, hidden.s_out), "readout_u": (readout, readout.u),
-              "readout_v": (readout, readout.v), "readout_spikes": (readout, readout.s_out)}
-    monitors = {}
-    for name, (_, target) in probes.items():
-        monitors[name] = Monitor()
-        monitors[name].probe(target, steps)
+    previous, populations, monitors = source, [], []
+    for layer, raw in zip(network.layers, chosen):
+        population = _lif(layer.neurons)
+        w_in = _dense(layer.w_in, raw.get("w_in"))
+        previous.s_out.connect(w_in.s_in)
+        w_in.a_out.connect(population.a_in)
+        if layer.w_rec is not None:
+            w_rec = _dense(layer.w_rec, raw.get("w_rec"))
+            population.s_out.connect(w_rec.s_in)
+            w_rec.a_out.connect(population.a_in)
+        probes = {}
+        for name, var in (("u", population.u), ("v", population.v), ("spikes", population.s_out)):
+            probes[name] = Monitor()
+            probes[name].probe(var, steps)
+        populations.append(population)
+        monitors.append(probes)
+        previous = population
+    first = populations[0]
     try:
-        hidden.run(condition=RunSteps(num_steps=steps),
-                   run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        recorded = {}
-        for name, (process, target) in probes.items():
-            data = monitors[name].get_data()[process.name][target.name]
-            recorded[name] = np.rint(np.asarray(data, dtype=np.float64)).astype(np.int64)[None]
+        first.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        recorded: dict[str, list[np.ndarray]] = {"u": [], "v": [], "spikes": []}
+        for population, probes in zip(populations, monitors):
+            for name, monitor in probes.items():
+                target = {"u": population.u, "v": population.v, "spikes": population.s_out}[name]
+                data = monitor.get_data()[population.name][target.name]
+                recorded[name].append(
+                    np.rint(np.asarray(data, dtype=np.float64)).astype(np.int64)[None])
     finally:
-        hidden.stop()
+        first.stop()
     return Trajectory(**recorded)
 
 
