@@ -110,7 +110,8 @@ def _default(key: str) -> str:
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="TOML config file (keys as in docs/cli.md).")
 @click.option("--task", help="cue, digits, shd or ssc." + _default("task"))
-@click.option("--neuron", help="lif, alif, adlif or brf." + _default("neuron"))
+@click.option("--neuron", help="lif, alif, adlif, brf or loihi_lif (Lava's integer LIF; "
+              "needs --dtype float64)." + _default("neuron"))
 @click.option("--learner", help="hypr, eprop or bptt." + _default("learner"))
 @click.option("--lambda", "lam", type=int, help="HYPR subsequence length λ ≥ 1 (steps)."
               + _default("lam"))
@@ -125,14 +126,15 @@ def _default(key: str) -> str:
 @click.option("--recurrence", help="none, full or self." + _default("recurrence"))
 @click.option("--dtype", help="float32 or float64." + _default("dtype"))
 @click.option("--device", help="cpu, cuda or cuda:N." + _default("device"))
-@click.option("--backend", help="Device in the loop: none, ideal, pcm or a spec such as "
-              "pcm://?mode=verify (docs/backends.md)." + _default("backend"))
+@click.option("--backend", help="Device in the loop: none, ideal, pcm, loihi2, loihi2-lava or "
+              "a spec such as pcm://?mode=verify (docs/backends.md)." + _default("backend"))
 @click.option("--bits", type=int, help="Weight bits on the device (2..8) [default: the "
               "backend's].")
 @click.option("--scheme", help="Update scheme on the device: direct, mixed, sign or "
               "stochastic." + _default("scheme"))
-@click.option("--forward", help="Where weight products are computed: host (with the read-back "
-              "weights) or device (the backend's crossbar)." + _default("forward"))
+@click.option("--forward", help="Where the forward pass runs: host (with the read-back "
+              "weights) or device (the backend's crossbar, or the whole network on a device "
+              "that runs it, e.g. Loihi 2)." + _default("forward"))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
@@ -390,10 +392,15 @@ def show(run: str, as_json: bool) -> None:
     if writes is not None:
         console.print(f"writes: {writes['updates']} updates, {writes['cells_written']} cells "
                       f"({writes['cells_per_update']:.1f} per update), {writes['pulses']} "
-                      f"pulses, {writes['failures']} failures, mean write error "
+                      f"pulses, {writes['failures']} failures, {writes['clipped']} clipped, "
+                      f"mean write error "
                       f"{writes['mean_write_error']:.4g} (max per update "
                       f"{writes['max_write_error']:.4g}), {writes['device_seconds']:.3g} s "
                       f"device time")
+        if writes["device_runs"]:
+            console.print(f"device runs: {writes['device_runs']} batches, "
+                          f"{writes['spike_mismatches']} spikes where the device and the "
+                          "host's replay differ")
     console.print("versions: " + ", ".join(f"{k} {v}" for k, v in summary["versions"].items()))
     table = _table("epoch", "train loss", "train acc", "test acc", "val acc", "seconds")
     for row in summary["epochs"]:

@@ -31,7 +31,7 @@ import io
 import json
 import math
 import platform
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -315,12 +315,17 @@ def _write_table(group: h5py.Group, kind: type, rows: list[Any]) -> None:
 
 
 def _read_table(group: h5py.Group, kind: type) -> list[Any]:
-    columns = {column.name: group[column.name][()] for column in fields(kind)}
+    """The rows of a table written by ``_write_table``; a column that a newer hwloop added
+    (one with a default) may be missing from an older file and reads as its default."""
+    columns = {column.name: group[column.name][()] for column in fields(kind)
+               if column.name in group or column.default is MISSING}
     count = len(next(iter(columns.values())))
     rows = []
     for i in range(count):
         values = {}
         for column in fields(kind):
+            if column.name not in columns:
+                continue
             value = float(columns[column.name][i])
             if column.type in ("int", int):
                 value = int(value)
@@ -342,6 +347,9 @@ def device_summary(updates: list[UpdateMetrics]) -> dict[str, Any]:
         "cells_written": cells,
         "pulses": sum(u.pulses for u in updates),
         "failures": sum(u.failures for u in updates),
+        "clipped": sum(u.clipped for u in updates),
+        "device_runs": sum(u.device_runs for u in updates),
+        "spike_mismatches": sum(u.spike_mismatches for u in updates),
         "mean_write_error": sum(u.write_error * u.cells for u in updates) / cells if cells else 0.0,
         "max_write_error": max((u.write_error for u in updates), default=0.0),
         "cells_per_update": sum(u.cells for u in training) / len(training) if training else 0.0,

@@ -21,6 +21,10 @@ Pulse schemes refresh saturated differential pairs after each update (``Backend.
 With ``forward="device"`` the forward pass computes every product with a device-held matrix on
 the device (``Backend.mvm``, e.g. the PCM crossbar's analog MVM); gradients flow as if the
 product had been computed exactly with the read-back weights (a straight-through estimate).
+A device that runs whole networks (``Capabilities.neurons``, e.g. Loihi 2) instead runs each
+batch itself; the host's forward pass with the read-back weights replays it, the update is
+computed on the replay, and every spike where device and replay differ is counted in the
+update log (``spike_mismatches``).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from torch import Tensor
 
 from hwloop.backends import (
     Backend,
+    NeuronGroup,
     WriteReport,
     available_backends,
     open_backend,
@@ -64,6 +69,11 @@ class UpdateMetrics:
         write_error: mean |target − read-back| over written cells (weight units).
         device_seconds: simulated device time of the writes (s).
         device_wall_seconds: host time spent in the backend (s).
+        clipped: cells written at the end of the device's range (their target lay beyond).
+        device_runs: batches the device ran since the last update (forward=device on a
+            device that runs the network; 0 otherwise).
+        spike_mismatches: spikes of those batches where the device and the host's replay
+            differ.
     """
 
     step: int
@@ -74,6 +84,9 @@ class UpdateMetrics:
     write_error: float
     device_seconds: float
     device_wall_seconds: float
+    clipped: int = 0
+    device_runs: int = 0
+    spike_mismatches: int = 0
 
 
 def device_layers(network: SpikingNetwork) -> dict[str, torch.nn.Parameter]:
@@ -82,6 +95,18 @@ def device_layers(network: SpikingNetwork) -> dict[str, torch.nn.Parameter]:
         name: parameter for name, parameter in network.named_parameters()
         if name.rsplit(".", 1)[-1] in DEVICE_WEIGHTS and parameter.dim() == 2
     }
+
+
+def network_groups(network: SpikingNetwork) -> list[NeuronGroup]:
+    """The populations of ``network`` as a device that runs it sees them (hidden, readout)."""
+    groups = [
+        NeuronGroup(f"hidden.{index}", layer.model.name, layer.model.options(), layer.size,
+                    layer.recurrence, layer.w_skip is not None)
+        for index, layer in enumerate(network.hidden)
+    ]
+    readout = network.readout
+    return groups + [NeuronGroup("readout", readout.model.name, readout.model.options(),
+                                 readout.size)]
 
 
 def takes_option(backend_name: str, option: str) -> bool:
@@ -174,11 +199,19 @@ class HILSession:
         if scheme in ("sign", "stochastic") and not caps.pulses:
             raise UserError(f"scheme {scheme!r} needs a backend with pulse updates; "
                             f"{caps.name!r} has none")
-        if forward == "device":
+        self.runs_network = bool(caps.neurons)
+        self.device_runs = self.spike_mismatches = 0
+        if self.runs_network:
+            try:
+                backend.declare_network(network_groups(network))
+            except ValueError as error:
+                raise UserError(f"backend {caps.name!r}: {error}") from None
+        if forward == "device" and not self.runs_network:
             if not caps.mvm:
                 raise UserError(f"backend {caps.name!r} cannot compute products on the device; "
                                 "use forward=host")
             attach_crossbars(network, backend)
+        self.forward = forward
 
     def begin(self) -> None:
         """Program the network's initial weights and load what the device holds."""
@@ -197,6 +230,19 @@ class HILSession:
         self.load_device_weights()
         self.updates.append(_summarise(0, reports))
 
+    def replay(self, inputs: Tensor) -> None:
+        """With forward=device on a device that runs the network: run the batch inputs
+        (B, T, M) on the device and count the spikes where the host's forward pass with the
+        read-back weights (the replay the update is computed on) differs."""
+        if not (self.runs_network and self.forward == "device"):
+            return
+        device = self.backend.run(_numpy(inputs))
+        with torch.no_grad():
+            host = self.network.trace(inputs)
+        self.device_runs += 1
+        for device_spikes, host_spikes in zip(device.spikes, host):
+            self.spike_mismatches += int((_numpy(host_spikes) != device_spikes).sum())
+
     def before_update(self) -> None:
         """Just before ``optimizer.step()``: remember the device weights; the direct scheme
         hands the optimizer its shadow weights."""
@@ -211,7 +257,8 @@ class HILSession:
         for name, parameter in self.layers.items():
             reports.extend(self._write(name, parameter))
         self.load_device_weights()
-        metrics = _summarise(step, reports)
+        metrics = _summarise(step, reports, self.device_runs, self.spike_mismatches)
+        self.device_runs = self.spike_mismatches = 0
         self.updates.append(metrics)
         return metrics
 
@@ -272,7 +319,8 @@ class HILSession:
         self.load_device_weights()
 
 
-def _summarise(step: int, reports: list[WriteReport]) -> UpdateMetrics:
+def _summarise(step: int, reports: list[WriteReport], device_runs: int = 0,
+               spike_mismatches: int = 0) -> UpdateMetrics:
     cells = sum(r.cells_programmed for r in reports)
     error = sum(r.write_error * r.cells_programmed for r in reports) / cells if cells else 0.0
     return UpdateMetrics(
@@ -281,6 +329,8 @@ def _summarise(step: int, reports: list[WriteReport]) -> UpdateMetrics:
         failures=sum(r.failures for r in reports), write_error=error,
         device_seconds=sum(r.device_seconds for r in reports),
         device_wall_seconds=sum(r.wall_seconds for r in reports),
+        clipped=sum(r.clipped for r in reports), device_runs=device_runs,
+        spike_mismatches=spike_mismatches,
     )
 
 

@@ -21,7 +21,7 @@ from hwloop.learning.hypr import HYPR, RECURRENT_TIMINGS, check_lambda
 from hwloop.learning.losses import LOSSES, PREDICTIONS, LossAccumulator, PredictionAccumulator
 from hwloop.learning.network import RECURRENCE_MODES, SpikingNetwork
 from hwloop.memory import check_fits
-from hwloop.neurons import HIDDEN_NEURONS, LI, NeuronModel, make_neuron
+from hwloop.neurons import HIDDEN_NEURONS, NeuronModel, make_neuron, readout_for
 from hwloop.options import build_options
 from hwloop.seeds import SEED_LIMIT
 from hwloop.session import FORWARDS, SCHEMES, HILSession, open_session_backend
@@ -145,9 +145,11 @@ def make_network(config: TrainConfig, input_size: int, num_classes: int) -> Spik
     neuron_options, hidden_train = split_train_option(
         config.neuron_options, hidden_class, f"neuron {config.neuron!r}"
     )
-    readout_options, readout_train = split_train_option(config.readout_options, LI, "readout")
+    readout_class = readout_for(config.neuron)
+    readout_options, readout_train = split_train_option(config.readout_options, readout_class,
+                                                        "readout")
     neuron = make_neuron(config.neuron, neuron_options)
-    readout = build_options(LI, readout_options, "readout")
+    readout = build_options(readout_class, readout_options, "readout")
     network = SpikingNetwork(
         input_size,
         list(config.hidden),
@@ -171,6 +173,7 @@ def make_network(config: TrainConfig, input_size: int, num_classes: int) -> Spik
         for layer in layers:
             for name, parameter in layer.params.items():
                 parameter.requires_grad_(name in train)
+            layer.bias.requires_grad_(layer.model.current_bias)
     return network
 
 
@@ -241,6 +244,10 @@ def check_config(config: TrainConfig) -> None:
         raise UserError(f"bits must lie in 1..8, got {config.bits}")
     if not config.hidden or any(width < 1 for width in config.hidden):
         raise UserError(f"hidden must list one or more positive layer widths, got {config.hidden}")
+    neuron_class = _neuron_class(config.neuron)
+    if neuron_class.integer_dynamics and config.dtype != "float64":
+        raise UserError(f"neuron {config.neuron!r} reproduces the device's integer arithmetic "
+                        "exactly only in float64; set dtype = float64 (--dtype float64)")
     if config.skip and len(config.hidden) < 2:
         raise UserError("skip=true connects layer l-2 to layer l and needs two or more hidden "
                         f"layers, got hidden={config.hidden}")
@@ -348,6 +355,8 @@ class Trainer:
         ):
             step_start = time.perf_counter()
             accumulator = PredictionAccumulator(self.config.prediction, self.task.ignore_first)
+            if self.session is not None:
+                self.session.replay(inputs)
             loss = self.learner.compute_gradients(
                 self.network, inputs, labels, self.task.ignore_first, accumulator
             )
@@ -399,6 +408,11 @@ class Trainer:
             self.epoch, progress.loss_sum / progress.steps_done, progress.correct / progress.seen,
             test_accuracy, validation_accuracy, time.perf_counter() - resumed_at,
         )
+
+    def close(self) -> None:
+        """Release the device in the loop (stops a device's processes, e.g. Lava's)."""
+        if self.session is not None:
+            self.session.backend.close()
 
     def constrain(self) -> None:
         """Project hidden-layer neuron parameters onto their allowed sets (not the readout)."""

@@ -131,6 +131,16 @@ def plan_training(
     check_config(config)  # before the task: it draws its data from the seed
     task = make_task(config.task, config.task_options, config.seed)
     trainer = Trainer(config, task)
+    try:
+        return _plan(config, task, trainer, directory, overwrite, checkpoint_every, resumed)
+    except BaseException:
+        trainer.close()
+        raise
+
+
+def _plan(config: TrainConfig, task: Task, trainer: Trainer, directory: RunDirectory,
+          overwrite: bool, checkpoint_every: int | None, resumed: RunRecord | None,
+          ) -> TrainingPlan:
     plan = TrainingPlan(
         config=config, presets=preset_for(config.task, config.neuron) if config.presets else {},
         task=task, trainer=trainer, directory=directory, overwrite=overwrite,
@@ -216,6 +226,7 @@ def run_plan(plan: TrainingPlan, callbacks: TrainingCallbacks | None = None) -> 
         kept = _what_was_kept(plan, saved["step"], resumable=not isinstance(error, Diverged))
         raise type(error)(f"{error}; {kept}") from None
     finally:
+        trainer.close()
         directory.release(keep=saved["step"] is not None or plan.resumed is not None)
     return read_run(directory.path)
 

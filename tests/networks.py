@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from hwloop.learning.network import SpikingNetwork
-from hwloop.neurons import ALIF, BRF, LI, LIF, AdLIF, NeuronModel
+from hwloop.neurons import ALIF, BRF, LI, LIF, AdLIF, LoihiLIF, NeuronModel
 
 B, M, N, K, T = 2, 7, 9, 3, 24
 IGNORE_FIRST = 5
@@ -19,9 +19,12 @@ MODELS: dict[str, NeuronModel] = {
         use_exponential=True, exponential_omega=True, exponential_b=True, surrogate="slayer_wide",
         omega_range=(1.0, 10.0), b_range=(0.1, 1.0),
     ),
+    "loihi_lif": LoihiLIF(du=1024),  # the current carries over too (3071/4096 per step)
 }
 # weight gains that make every layer fire at 5-60 % with the inputs below
-GAINS = {"lif": 30.0, "alif": 3.0, "adlif": 30.0, "brf": 100.0, "brf_exp": 100.0}
+GAINS = {
+    "lif": 30.0, "alif": 3.0, "adlif": 30.0, "brf": 100.0, "brf_exp": 100.0, "loihi_lif": 1.0,
+}
 
 
 def active_network(
@@ -30,7 +33,7 @@ def active_network(
     recurrence: str = "full",
     skip: bool = False,
     seed: int = 0,
-    readout: LI | None = None,
+    readout: NeuronModel | None = None,
     neuron: NeuronModel | None = None,
 ) -> SpikingNetwork:
     network = SpikingNetwork(

@@ -111,7 +111,9 @@ def test_registry_and_specs() -> None:
 @pytest.mark.parametrize("name", BACKENDS)
 def test_declare_with_a_step(name: str) -> None:
     # fixed seeds (weights and the device's default seed): deterministic
-    step = np.array([[0.25]])
+    # (a mantissa-exponent device holds powers of two only: 2^-4 is Loihi 2's largest step)
+    fine = open_backend(name).capabilities().weight_format == "mantissa_exponent"
+    step = np.array([[2.0**-4 if fine else 0.25]])
     weights = random_weights((8, 5))
     backend = open_backend(name)
     backend.declare("layer", (8, 5), step=step)

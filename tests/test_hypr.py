@@ -14,7 +14,7 @@ from hwloop.learning.eprop import EProp, eprop_reference_gradients
 from hwloop.learning.hypr import HYPR, HYPREngine
 from hwloop.learning.losses import per_step_ce_window, sequence_loss
 from hwloop.learning.network import SpikingNetwork
-from hwloop.neurons import ALIF, LI
+from hwloop.neurons import ALIF, LI, LoihiLI
 from networks import (
     IGNORE_FIRST,
     MODELS,
@@ -128,11 +128,12 @@ def autograd_oracle_gradients(
     readout = network.readout
     coeffs = readout.coefficients()
     feedforward = readout.feedforward_current(signals[-1], None)
-    (u,), _ = readout.initial_state(inputs.shape[0], inputs)
+    state, output = readout.initial_state(inputs.shape[0], inputs)
     outputs = []
     for t in range(inputs.shape[1]):
-        (u,), _ = readout.model.step(feedforward[:, t], (u.detach(),), u, coeffs)
-        outputs.append(u)
+        state = tuple(s.detach() for s in state)
+        state, output = readout.model.step(feedforward[:, t], state, output.detach(), coeffs)
+        outputs.append(output)
     loss = sequence_loss("per_step_ce", torch.stack(outputs, 1), labels, IGNORE_FIRST)
     loss.backward()
     prefix = f"hidden.{target}."
@@ -151,6 +152,28 @@ def test_hidden_gradients_equal_autograd_oracle(name: str, recurrence: str, skip
             if value is None:  # AdLIF's threshold sits behind a stop-gradient
                 assert float(hypr[key].abs().max()) == 0.0
                 continue
+            assert float((hypr[key] - value).abs().max()) <= 1e-12, key
+
+
+@pytest.mark.parametrize("name", ["lif", "loihi_lif"])
+def test_identities_with_a_loihi_readout(name: str) -> None:
+    """Lava's LIF as the readout (two states, no parameters): λ-invariance, the e-prop oracle,
+    exact readout gradients and the autograd oracle for every hidden layer."""
+    network = active_network(name, 2, "full", skip=True, readout=LoihiLI(du=2048, dv=1024))
+    inputs, labels = batch()
+    assert all(0.02 < r < 0.7 for r in hidden_rates(network, inputs))
+    oracle = eprop_reference_gradients(network, inputs, labels, IGNORE_FIRST)
+    assert all(float(g.abs().max()) > 1e-5 for g in oracle.values())
+    for lam in LAMBDAS:
+        assert max_abs_diff(hypr_gradients(network, lam), oracle) <= 1e-10, lam
+    BPTT("per_step_ce").compute_gradients(network, inputs, labels, IGNORE_FIRST)
+    bptt = gradients(network)
+    hypr = hypr_gradients(network, 5)
+    for key in ("readout.w_in", "readout.bias"):
+        assert float((hypr[key] - bptt[key]).abs().max()) <= 1e-12
+    for target in range(2):
+        oracle = autograd_oracle_gradients(network, target, inputs, labels)
+        for key, value in oracle.items():
             assert float((hypr[key] - value).abs().max()) <= 1e-12, key
 
 

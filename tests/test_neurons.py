@@ -9,7 +9,9 @@ import torch
 from torch.func import jvp
 
 from hwloop.errors import UserError
-from hwloop.neurons import ALIF, BRF, LI, LIF, AdLIF, NeuronModel, make_neuron
+from hwloop.neurons import (
+    ALIF, BRF, LI, LIF, AdLIF, LoihiLI, LoihiLIF, NeuronModel, make_neuron,
+)
 from hwloop.neurons.surrogates import SURROGATES, double_gaussian, spike
 from hwloop.options import build_options
 
@@ -25,6 +27,10 @@ MODELS: dict[str, NeuronModel] = {
     "brf_abs_slayer": BRF(surrogate="slayer", omega_range=(-10.0, 10.0), b_range=(-3.0, 3.0)),
     "li": LI(),
     "li_interpolated": LI(interpolation=True, tau_range=(5.0, 25.0)),
+    "loihi_lif": LoihiLIF(),
+    "loihi_lif_slow": LoihiLIF(du=409, dv=205, vth=4500),  # both states carry over
+    "loihi_li": LoihiLI(),
+    "loihi_li_resetting": LoihiLI(du=409, dv=205, vth=64),
 }
 
 B, N = 5, 11
@@ -75,7 +81,9 @@ def test_jacobians_equal_autograd(name: str, seed: int) -> None:
     assert jac.K.shape == (len(model.param_names), d, B, N)
 
 
-@pytest.mark.parametrize("name", ["lif", "alif", "adlif", "brf_euler", "brf_exponential"])
+@pytest.mark.parametrize(
+    "name", ["lif", "alif", "adlif", "brf_euler", "brf_exponential", "loihi_lif", "loihi_lif_slow"]
+)
 def test_spike_derivative_is_dz_ds_where_it_is_exact(name: str) -> None:
     """For models whose spike reads only the new state, dz/ds is the true derivative of z_t."""
     model = MODELS[name]
@@ -202,6 +210,10 @@ BAD_OPTIONS = [
     ("li", {"tau_range": [0.0, 15.0]},
      "tau_range=(0.0, 15.0): both ends must lie in [0.001, 1e+06]"),
     ("li", {"tau_range": [15.0, 1e9]}, "tau_range=(15.0, 1000000000.0): both ends must lie in"),
+    ("loihi_lif", {"du": 4096}, "du=4096 must be an integer in [-1, 4095]"),
+    ("loihi_lif", {"dv": -1}, "dv=-1 must be an integer in [0, 4096]"),
+    ("loihi_lif", {"vth": 131072}, "vth=131072 must be an integer in [0, 131071]"),
+    ("loihi_lif", {"vth": 1.5}, "vth: expected an integer, got 1.5"),
 ]
 
 
@@ -234,6 +246,8 @@ def test_bad_options_give_one_line_errors(name: str, options: dict, message: str
         # Euler limit: abs(b)·dt <= 2·sqrt(1 − 0.999²) ≈ 0.0894
         ("brf", {"omega_range": [-99.9, 99.9], "b_range": [-8.9, 8.9]}),
         ("brf", {"use_exponential": True, "omega_range": [0.0, 314.0], "b_range": [-1e6, 1e6]}),
+        ("loihi_lif", {"du": -1, "dv": 4096, "vth": 131071}),
+        ("loihi_lif", {"du": 4095, "dv": 0, "vth": 0}),
     ],
 )
 def test_options_at_the_edges_are_accepted(name: str, options: dict) -> None:

@@ -21,7 +21,7 @@ from importlib.metadata import entry_points
 from typing import Any
 from urllib.parse import parse_qsl
 
-from hwloop.backends.base import Backend, Capabilities, DeviceRun, WriteReport
+from hwloop.backends.base import Backend, Capabilities, DeviceRun, NeuronGroup, WriteReport
 from hwloop.backends.ideal import IdealBackend
 from hwloop.errors import UserError
 from hwloop.options import convert_value
@@ -33,6 +33,7 @@ __all__ = [
     "Capabilities",
     "IdealBackend",
     "DeviceRun",
+    "NeuronGroup",
     "WriteReport",
     "available_backends",
     "backend_listing",

@@ -69,6 +69,8 @@ class WriteReport:
         pulses: programming pulses applied (0 for backends without pulses).
         iterations: program-and-verify iterations (max over cells; 1 for one-shot writes).
         failures: cells that did not reach their target (reported, never hidden).
+        clipped: cells whose target lay beyond the device's range and were written at the
+            range's end (reported, never wrapped).
         write_error: mean |target − read-back| in weight units, right after programming.
         device_seconds: simulated device time the write took (s).
         wall_seconds: host wall-clock time of the call (s).
@@ -79,14 +81,37 @@ class WriteReport:
     pulses: int = 0
     iterations: int = 1
     failures: int = 0
+    clipped: int = 0
     write_error: float = 0.0
     device_seconds: float = 0.0
     wall_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class NeuronGroup:
+    """One population of neurons a device runs (``Backend.declare_network``).
+
+    Attributes:
+        layer: the layer's name, the prefix of its weights (``hidden.0``, ..., ``readout``).
+        model: the neuron model's registry name (``loihi_lif``, ``loihi_li``, ...).
+        options: the model's hyperparameters (``NeuronModel.options()``).
+        size: neurons in the population.
+        recurrence: ``none``, ``full`` (a ``<layer>.w_rec`` matrix) or ``self``.
+        skip: whether the layer also receives the spikes of the layer two below.
+    """
+
+    layer: str
+    model: str
+    options: dict[str, Any]
+    size: int
+    recurrence: str = "none"
+    skip: bool = False
+
+
 @dataclass
 class DeviceRun:
-    """A forward pass on the device: hidden spikes per layer (B, T, N), readout (B, T, K)."""
+    """A forward pass on the device, aligned step for step with the host's forward pass:
+    hidden spikes per layer (B, T, N), readout potentials (B, T, K)."""
 
     spikes: list[np.ndarray]
     outputs: np.ndarray
@@ -183,8 +208,15 @@ class Backend(ABC):
                              f"got {array.shape}")
         return _finite(array, f"inputs for layer {layer!r}")
 
+    def declare_network(self, groups: list[NeuronGroup]) -> None:
+        """Tell a device that runs networks (``capabilities().neurons``) its populations, in
+        order: the hidden layers bottom-up, then the readout. Raises ValueError (device
+        unchanged) for a model, recurrence or layout it cannot run."""
+        raise NotImplementedError(f"backend {self.name!r} cannot run networks on the device")
+
     def run(self, inputs: np.ndarray) -> DeviceRun:
-        """Forward pass on the device (only where ``capabilities().neurons`` is non-empty)."""
+        """Forward pass on the device of the declared network with the weights it holds:
+        inputs (B, T, M) → DeviceRun (only where ``capabilities().neurons`` is non-empty)."""
         raise NotImplementedError(f"backend {self.name!r} cannot run networks on the device")
 
     def reset(self) -> None:

@@ -176,7 +176,7 @@ class SpikingNetwork(nn.Module):
         hidden_sizes: list[int],
         num_classes: int,
         neuron: NeuronModel,
-        readout: LI | None = None,
+        readout: NeuronModel | None = None,
         *,
         recurrence: str = "full",
         skip: bool = False,
@@ -224,11 +224,23 @@ class SpikingNetwork(nn.Module):
         """Zero (state, spike) of every layer, readout last, for a batch like ``inputs``."""
         return [layer.initial_state(inputs.shape[0], inputs) for layer in self.layers]
 
+    def trace(self, inputs: Tensor) -> list[Tensor]:
+        """Forward from the zero state, keeping every layer's output: the spikes (B, T, N) of
+        each hidden layer, then the readout potentials (B, T, K)."""
+        return self._run_layers(inputs, self.initial_states(inputs))[0][1:]
+
     def run_window(
         self, inputs: Tensor, states: list[tuple[State, Tensor]]
     ) -> tuple[Tensor, list[tuple[State, Tensor]]]:
         """Run a window of steps layer by layer from ``states``; returns outputs (B, λ, K) and
         the states at the window's end (one (state, spike) per layer, readout last)."""
+        signals, new_states = self._run_layers(inputs, states)
+        return signals[-1], new_states
+
+    def _run_layers(
+        self, inputs: Tensor, states: list[tuple[State, Tensor]]
+    ) -> tuple[list[Tensor], list[tuple[State, Tensor]]]:
+        """[inputs, each layer's output] over a window, and the states at its end."""
         signals = [inputs]
         new_states = []
         for index, layer in enumerate(self.layers):
@@ -244,7 +256,7 @@ class SpikingNetwork(nn.Module):
             )
             signals.append(run.spikes)
             new_states.append((run.final_state, run.final_spike))
-        return signals[-1], new_states
+        return signals, new_states
 
     def windows(self, inputs: Tensor, length: int) -> Iterator[Tensor]:
         """Forward in windows of ``length`` steps carrying the state (bounded memory for long

@@ -11,6 +11,7 @@ from hwloop.neurons.base import NeuronModel, StepJacobians
 from hwloop.neurons.brf import BRF
 from hwloop.neurons.li import LI
 from hwloop.neurons.lif import LIF
+from hwloop.neurons.loihi import LoihiLI, LoihiLIF
 from hwloop.options import build_options
 
 HIDDEN_NEURONS: dict[str, type[NeuronModel]] = {
@@ -18,9 +19,17 @@ HIDDEN_NEURONS: dict[str, type[NeuronModel]] = {
     "alif": ALIF,
     "adlif": AdLIF,
     "brf": BRF,
+    "loihi_lif": LoihiLIF,
 }
 
-__all__ = ["ALIF", "BRF", "LI", "LIF", "AdLIF", "HIDDEN_NEURONS", "NeuronModel", "StepJacobians"]
+READOUTS: dict[str, type[NeuronModel]] = {"loihi_lif": LoihiLI}
+"""The readout of networks whose hidden neurons are not float models (LI otherwise): a device
+that runs the network needs a readout it can run too."""
+
+__all__ = [
+    "ALIF", "BRF", "LI", "LIF", "AdLIF", "LoihiLI", "LoihiLIF", "HIDDEN_NEURONS", "NeuronModel",
+    "StepJacobians", "make_neuron", "readout_for",
+]
 
 
 def make_neuron(name: str, options: Mapping[str, Any]) -> NeuronModel:
@@ -28,3 +37,8 @@ def make_neuron(name: str, options: Mapping[str, Any]) -> NeuronModel:
     if name not in HIDDEN_NEURONS:
         raise UserError(f"unknown neuron {name!r} (choose from: {', '.join(HIDDEN_NEURONS)})")
     return build_options(HIDDEN_NEURONS[name], options, f"neuron {name!r}")
+
+
+def readout_for(neuron: str) -> type[NeuronModel]:
+    """The readout model of a network of ``neuron`` hidden neurons (``READOUTS``, else LI)."""
+    return READOUTS.get(neuron, LI)

@@ -63,6 +63,12 @@ class NeuronModel(ABC):
     state_names: ClassVar[tuple[str, ...]]
     param_names: ClassVar[tuple[str, ...]]
     spiking: ClassVar[bool] = True
+    current_bias: ClassVar[bool] = True
+    """Whether layers of this model add a trainable bias to the input current (False where
+    the device has no current bias: the layer's bias stays 0 and frozen)."""
+    integer_dynamics: ClassVar[bool] = False
+    """Whether ``step`` reproduces a device's integer arithmetic exactly (which float64
+    networks guarantee)."""
 
     @property
     def state_size(self) -> int:

@@ -42,11 +42,11 @@ def run_in_lava(
     previous, populations, monitors = source, [], []
     for layer, raw in zip(network.layers, chosen):
         population = _lif(layer.neurons)
-        w_in = _dense(layer.w_in, raw.get("w_in"))
+        w_in = lava_dense(layer.w_in, raw.get("w_in"))
         previous.s_out.connect(w_in.s_in)
         w_in.a_out.connect(population.a_in)
         if layer.w_rec is not None:
-            w_rec = _dense(layer.w_rec, raw.get("w_rec"))
+            w_rec = lava_dense(layer.w_rec, raw.get("w_rec"))
             population.s_out.connect(w_rec.s_in)
             w_rec.a_out.connect(population.a_in)
         probes = {}
@@ -80,7 +80,9 @@ def _lif(parameters: LifParameters) -> Any:
                bias_exp=np.asarray(parameters.bias_exp, dtype=np.int64))
 
 
-def _dense(connection: DenseWeights, initial: np.ndarray | None) -> Any:
+def lava_dense(connection: DenseWeights, initial: np.ndarray | None = None) -> Any:
+    """Lava's ``Dense`` holding ``connection`` (or the raw ``initial`` weights, which Lava then
+    preprocesses itself), with its exponent, weight bits and fixed sign mode."""
     from lava.proc.dense.process import Dense
     from lava.utils.weightutils import SignMode
 
