@@ -43,14 +43,17 @@ def program_and_read_ms(spec: str, repeats: int) -> float:
     return 1e3 * median(times)
 
 
-def step_seconds(devices: dict[str, dict[str, Any]], rounds: int = 3) -> dict[str, float]:
-    """Median wall time per training step for each device setting (name → config values).
-    After one warm-up epoch each, the settings train one epoch in turn, ``rounds`` times, so
-    that a slow spell of the machine hits them all alike."""
+def step_seconds(devices: dict[str, dict[str, Any]], rounds: int = 3,
+                 **base: Any) -> dict[str, float]:
+    """Median wall time per training step for each device setting (name → config values, on
+    top of ``base``, by default HYPR λ = 10 with BRF neurons on cue). After one warm-up epoch
+    each, the settings train one epoch in turn, ``rounds`` times, so that a slow spell of the
+    machine hits them all alike."""
     trainers = {}
     for name, device in devices.items():
-        config = build_config(None, [], task="cue", neuron="brf", learner="hypr", lam=10,
-                              epochs=rounds + 1, seed=0, **device)
+        settings = {"task": "cue", "neuron": "brf", "learner": "hypr", "lam": 10, "seed": 0,
+                    **base, **device}
+        config = build_config(None, [], epochs=rounds + 1, **settings)
         trainer = Trainer(config, make_task(config.task, config.task_options, config.seed))
         trainer.train_epoch()  # warm-up
         trainers[name] = trainer

@@ -357,6 +357,15 @@ BAD_INPUT = [
     (["neuron_options.train=[\"nope\"]"], "unknown parameter 'nope'"),
     (["task_options.num_samples=100000000000"], "memory"),
     (["hidden=[100000000]"], "memory"),
+    # Loihi 2: a neuron model it cannot run, bits above 8, float32 integer dynamics
+    (["--backend", "loihi2", "--neuron", "lif"], "cannot run neuron model 'lif'"),
+    (["--backend", "loihi2", "--neuron", "loihi_lif", "--dtype", "float64", "--bits", "9"],
+     "bits must lie in 1..8"),
+    (["--backend", "loihi2://?bits=9", "--neuron", "loihi_lif", "--dtype", "float64"],
+     "backend 'loihi2': bits must lie in 1..8"),
+    (["--backend", "loihi2", "--neuron", "loihi_lif"], "only in float64"),
+    (["--backend", "loihi2", "--neuron", "loihi_lif", "--dtype", "float64", "--recurrence",
+      "self"], "recurrence none or full"),
 ]
 
 

@@ -28,7 +28,7 @@ def call_isolated(function: Callable[..., Any], *args: Any, timeout: float) -> A
     """
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_run_child, args=(sender, function, args))  # not a daemon:
+    child = context.Process(target=run_child, args=(sender, function, args))  # not a daemon:
     # daemonic processes may not start children, and Lava starts several
     child.start()
     sender.close()
@@ -40,7 +40,7 @@ def call_isolated(function: Callable[..., Any], *args: Any, timeout: float) -> A
     except EOFError:
         raise IsolatedError(f"the process running {function.__name__} died") from None
     finally:
-        _kill_group(child.pid)
+        kill_group(child.pid)
         child.kill()  # also before it led its group (still importing, say)
         child.join(timeout=5)
         receiver.close()
@@ -49,7 +49,7 @@ def call_isolated(function: Callable[..., Any], *args: Any, timeout: float) -> A
     return value
 
 
-def _run_child(sender: Connection, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def run_child(sender: Connection, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
     os.setsid()  # lead a process group: whatever this child forks can be killed with it
     multiprocessing.set_start_method("fork", force=True)  # Lava's runtime forks its models
     try:
@@ -60,7 +60,7 @@ def _run_child(sender: Connection, function: Callable[..., Any], args: tuple[Any
         sender.close()
 
 
-def _kill_group(pid: int | None) -> None:
+def kill_group(pid: int | None) -> None:
     if pid is None:
         return
     try:
