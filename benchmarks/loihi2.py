@@ -13,6 +13,9 @@
 3. Wall time per training step of HYPR (λ = 10) on the cue task with ``loihi_lif`` neurons
    (float64), host only against the ``loihi2`` emulator in the loop, measured side by side;
    target ≤ 1.5×.
+4. Accuracy: HYPR on the digits task (10 epochs, ``loihi_lif``), float training of the same
+   network against training through ``loihi2`` (8 bits, direct scheme; and 4 bits, mixed),
+   final test accuracy over five seeds; target: within 2 percentage points of float.
 
 Prints a table and writes benchmarks/results/loihi2.json.
 """
@@ -21,14 +24,17 @@ from __future__ import annotations
 
 import json
 import platform
+import tempfile
 import time
 from pathlib import Path
-from statistics import median
+from statistics import mean, median, stdev
 from typing import Any
 
 import numpy as np
 
 from benchmarks.pcm_hil import step_seconds
+from hwloop import train
+from hwloop.config import build_config
 from simulators.loihi2.dense import DenseWeights
 from simulators.loihi2.lava_chip import LavaChip
 from simulators.loihi2.lif import LifParameters
@@ -95,6 +101,29 @@ def write_paths(repeats: int = 10) -> dict[str, float]:
     return {"fast_ms": 1e3 * median(fast), "var_set_get_ms": 1e3 * median(slow)}
 
 
+ACCURACY_SETTINGS: dict[str, dict[str, Any]] = {
+    "float (host only)": {},
+    "loihi2, 8 bits, direct": {"backend": "loihi2"},
+    "loihi2, 4 bits, mixed": {"backend": "loihi2", "bits": 4, "scheme": "mixed"},
+}
+
+
+def accuracies(seeds: int = 5) -> dict[str, dict[str, Any]]:
+    """Final test accuracy (%) per setting over ``seeds`` seeds, digits, 10 epochs."""
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, device in ACCURACY_SETTINGS.items():
+            finals = []
+            for seed in range(seeds):
+                config = build_config(None, [], task="digits", neuron="loihi_lif",
+                                      dtype="float64", epochs=10, seed=seed, **device)
+                record = train(config, Path(scratch) / f"{len(results)}-{seed}")
+                finals.append(100 * record.epochs[-1].test_accuracy)
+            results[name] = {"final_test_accuracy": finals, "mean": mean(finals),
+                             "std": stdev(finals)}
+    return results
+
+
 def main() -> None:
     rates = steps_per_second()
     writes = write_paths()
@@ -115,8 +144,15 @@ def main() -> None:
         host = measured["host only"]
         for name, seconds in measured.items():
             print(f"{label + ', ' + name:<44}{1e3 * seconds:>8.2f}{seconds / host:>8.2f}")
+    trained = accuracies()
+    float_mean = trained["float (host only)"]["mean"]
+    print(f"\n{'digits, HYPR, loihi_lif, 10 epochs, 5 seeds':<40}{'test acc %':>14}{'Δ pp':>8}")
+    for name, result in trained.items():
+        print(f"{name:<40}{result['mean']:>8.2f} ± {result['std']:<4.2f}"
+              f"{result['mean'] - float_mean:>+8.2f}")
     RESULTS.mkdir(exist_ok=True)
     payload = {
+        "accuracy": trained,
         "machine": platform.processor() or platform.machine(),
         "steps_per_second": rates,
         "write_and_read_256x256": writes,

@@ -35,6 +35,21 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def test_a_run_file_without_the_newer_update_columns_reads_them_as_0(
+        folder: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / RUN_FILE).write_bytes((folder / "pcm" / "a" / RUN_FILE).read_bytes())
+    with h5py.File(old / RUN_FILE, "a") as file:
+        for column in ("clipped", "device_runs", "spike_mismatches"):
+            del file[f"metrics/updates/{column}"]
+    code, stdout, stderr = invoke("runs", "show", str(old), "--json")
+    writes = json.loads(stdout)["writes"]
+    assert code == 0 and "damage" not in stderr
+    assert (writes["clipped"], writes["device_runs"], writes["spike_mismatches"]) == (0, 0, 0)
+    assert writes["cells_written"] > 0
+
+
 def test_runs_list_has_one_line_per_run(folder: Path) -> None:
     code, stdout, _ = invoke("runs", "list", str(folder), "--json")
     rows = json.loads(stdout)
