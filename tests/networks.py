@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from hwloop.learning.network import SpikingNetwork
-from hwloop.neurons import ALIF, BRF, LI, LIF, AdLIF, LoihiLIF, NeuronModel
+from hwloop.neurons import ALIF, BRF, LI, LIF, AdLIF, LoihiATRLIF, LoihiLIF, NeuronModel
 
 B, M, N, K, T = 2, 7, 9, 3, 24
 IGNORE_FIRST = 5
@@ -20,10 +20,13 @@ MODELS: dict[str, NeuronModel] = {
         omega_range=(1.0, 10.0), b_range=(0.1, 1.0),
     ),
     "loihi_lif": LoihiLIF(du=1024),  # the current carries over too (3071/4096 per step)
+    # slower current and voltage than Lava's defaults; θ and r adapt at the defaults
+    "loihi_atrlif": LoihiATRLIF(delta_i=0.25, delta_v=0.1),
 }
 # weight gains that make every layer fire at 5-60 % with the inputs below
 GAINS = {
     "lif": 30.0, "alif": 3.0, "adlif": 30.0, "brf": 100.0, "brf_exp": 100.0, "loihi_lif": 1.0,
+    "loihi_atrlif": 1.0,
 }
 
 

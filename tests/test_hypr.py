@@ -155,7 +155,7 @@ def test_hidden_gradients_equal_autograd_oracle(name: str, recurrence: str, skip
             assert float((hypr[key] - value).abs().max()) <= 1e-12, key
 
 
-@pytest.mark.parametrize("name", ["lif", "loihi_lif"])
+@pytest.mark.parametrize("name", ["lif", "loihi_lif", "loihi_atrlif"])
 def test_identities_with_a_loihi_readout(name: str) -> None:
     """Lava's LIF as the readout (two states, no parameters): λ-invariance, the e-prop oracle,
     exact readout gradients and the autograd oracle for every hidden layer."""

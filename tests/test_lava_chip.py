@@ -1,5 +1,6 @@
-"""A live Lava chip (``LavaChip``): bit-exact runs, mid-run weight writes through the fast path,
-and no process left behind after any failure (spec loihi2_lava_nir.md §5, §10.4)."""
+"""A live Lava chip (``LavaChip``): bit-exact runs of LIF and ATRLIF networks, mid-run weight
+writes through the fast path, and no process left behind after any failure (spec
+loihi2_lava_nir.md §5, §10.4)."""
 
 from __future__ import annotations
 
@@ -23,18 +24,13 @@ if importlib.util.find_spec("lava") is None:
 from hwloop.quantize import lava_dense_weights
 from simulators.loihi2.dense import DenseWeights
 from simulators.loihi2.lava_chip import STOP_GRACE, LavaChip, LavaChipError
-from simulators.loihi2.network import LifNetwork, Trajectory, emulate
-from test_loihi2 import assert_trajectories_equal, random_network
+from simulators.loihi2.network import LifNetwork, emulate
+from test_loihi2 import assert_trajectories_equal, random_network, sample
 
 TIMEOUT = 60.0  # seconds any one chip call may take (LavaChip's own timeout: no call hangs)
 if importlib.util.find_spec("pytest_timeout") is not None:
     pytestmark = pytest.mark.timeout(180)  # a hard limit per test on top of it
 REPO = Path(__file__).resolve().parents[1]
-
-
-def sample(trajectory: Trajectory, index: int) -> Trajectory:
-    return Trajectory(*[[a[index : index + 1] for a in getattr(trajectory, name)]
-                        for name in Trajectory.__dataclass_fields__])
 
 
 def legal_weights(rng: np.random.Generator, held: DenseWeights) -> np.ndarray:
@@ -96,13 +92,14 @@ def descendants(pid: int) -> set[int]:
 # --- parity -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sizes,regime,samples,steps", [
-    ([256, 5], "busy", 3, 500), ([24, 16, 5], "busy", 4, 200), ([7, 5], "wide", 4, 100),
-    ([32, 5], "extreme", 3, 300)])
-def test_run_equals_the_emulator_at_every_step(sizes: list[int], regime: str, samples: int,
-                                               steps: int) -> None:
+@pytest.mark.parametrize("sizes,regime,hidden,samples,steps", [
+    ([256, 5], "busy", "lif", 3, 500), ([24, 16, 5], "busy", "lif", 4, 200),
+    ([7, 5], "wide", "lif", 4, 100), ([32, 5], "extreme", "lif", 3, 300),
+    ([24, 16, 5], "busy", "atrlif", 4, 200), ([32, 5], "extreme", "atrlif", 3, 300)])
+def test_run_equals_the_emulator_at_every_step(sizes: list[int], regime: str, hidden: str,
+                                               samples: int, steps: int) -> None:
     rng = np.random.default_rng(sum(sizes) * 7 + steps)
-    network, _ = random_network(rng, 12, sizes, regime)
+    network, _ = random_network(rng, 12, sizes, regime, hidden)
     inputs = spikes_in(network, steps, samples, rng, 0.5 if regime == "extreme" else 0.3)
     with LavaChip(network, steps, timeout=TIMEOUT) as chip:
         lava = chip.run(inputs)
@@ -112,9 +109,10 @@ def test_run_equals_the_emulator_at_every_step(sizes: list[int], regime: str, sa
         assert all(int(s.sum()) > 0 for s in emulator.spikes), "every layer spikes"
 
 
-def test_writes_between_and_within_samples_match_the_chained_emulator() -> None:
+@pytest.mark.parametrize("hidden", ["lif", "atrlif"])
+def test_writes_between_and_within_samples_match_the_chained_emulator(hidden: str) -> None:
     rng = np.random.default_rng(11)
-    network, _ = random_network(rng, 10, [16, 12, 4], "busy")
+    network, _ = random_network(rng, 10, [16, 12, 4], "busy", hidden)
     inputs = spikes_in(network, 80, 3, rng)
     with LavaChip(network, 80, timeout=TIMEOUT) as chip:
         head = chip.run(inputs[:1, :50])  # a sample stopped after 50 of its 80 steps

@@ -1,5 +1,6 @@
 """The Loihi 2 models: integer primitives, Dense and LIF, and the emulator's bit-exact parity
-with real Lava 0.10.0 fixed_pt processes (spec loihi2_lava_nir.md §10)."""
+with real Lava 0.10.0 fixed_pt processes, for chains of LIF and ATRLIF populations (spec
+loihi2_lava_nir.md §10)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import torch
 from simulators.loihi2.dense import DenseWeights, dense_step, sign_mode_of
 from simulators.loihi2.fixed_point import STATE_LIMIT, decay, saturate24, shift, wrap24
 from simulators.loihi2.isolation import IsolatedError, call_isolated
-from simulators.loihi2.lava_run import run_in_lava
+from simulators.loihi2.atrlif import AtrlifParameters
+from simulators.loihi2.lava_run import lava_arguments, run_in_lava
 from simulators.loihi2.lif import LifParameters, lif_step
 from simulators.loihi2.network import LifLayer, LifNetwork, Trajectory, emulate
+from test_loihi2_models import random_atrlif
 
 LAVA_TIMEOUT = 300.0  # seconds for one isolated Lava run
 STEPS = 500
@@ -73,15 +76,30 @@ def test_dense_sign_modes_sums_and_timing() -> None:
     assert dense_step(torch.as_tensor([[2, 3]]), 0, ints(5, 2)[None], graded=True).item() == 16
 
 
+def test_lava_processes_get_plain_python_scalars() -> None:
+    # numpy scalars make Lava's Var.get hang (spec §5.4)
+    lif = lava_arguments(LifParameters(np.int64(5), np.int64(410), np.int64(10),
+                                       np.zeros(3, np.int32), np.zeros(3, np.int32)))
+    atrlif = lava_arguments(AtrlifParameters(*np.full(4, 0.25), np.float64(5.5), np.float64(1),
+                                             np.zeros(3, np.int32), np.zeros(3, np.int32)))
+    assert {name: type(value) for name, value in lif.items()} == {
+        "shape": tuple, "du": int, "dv": int, "vth": int, "bias_mant": np.ndarray,
+        "bias_exp": np.ndarray}
+    assert {type(atrlif[name]) for name in ("delta_i", "delta_v", "delta_theta", "delta_r",
+                                            "theta_0", "theta_step")} == {float}
+    assert atrlif["shape"] == (3,) and atrlif["bias_mant"].dtype == np.int64
+
+
 # --- parity with real Lava ------------------------------------------------------------------
 
 
 def random_network(rng: np.random.Generator, inputs: int, sizes: list[int], regime: str,
-                   ) -> tuple[LifNetwork, list[dict[str, np.ndarray]]]:
-    """A random chain of layers of ``sizes`` (each but the last recurrent) over the whole legal
-    parameter range (``wide``), driven hard enough to spike often (``busy``), or to wrap
-    currents and saturate voltages (``extreme``); returns it and the raw initial weights Lava
-    gets (Lava preprocesses them itself)."""
+                   hidden: str = "lif") -> tuple[LifNetwork, list[dict[str, np.ndarray]]]:
+    """A random chain of layers of ``sizes`` (each but the last recurrent; ``hidden`` ones of
+    ``lif`` or ``atrlif`` neurons, the readout LIF) over the whole legal parameter range
+    (``wide``), driven hard enough to spike often (``busy``), or to wrap currents and saturate
+    voltages (``extreme``); returns it and the raw initial weights Lava gets (Lava
+    preprocesses them itself)."""
 
     def lif(size: int) -> LifParameters:
         vth = {"wide": (0, 131_072), "busy": (0, 300), "extreme": (50_000, 131_072)}[regime]
@@ -115,28 +133,43 @@ def random_network(rng: np.random.Generator, inputs: int, sizes: list[int], regi
         w_rec = None
         if index < len(sizes) - 1:
             raw["w_rec"], w_rec = dense(size, size)
-        layers.append(LifLayer(w_in, lif(size), w_rec))
+        atrlif = hidden == "atrlif" and w_rec is not None
+        layers.append(LifLayer(w_in, random_atrlif(rng, size, regime) if atrlif else lif(size),
+                               w_rec))
         raws.append(raw)
         width = size
     return LifNetwork(tuple(layers)), raws
 
 
 def assert_trajectories_equal(lava: Trajectory, emulator: Trajectory) -> None:
-    for name in Trajectory.__dataclass_fields__:
-        for layer, (expected, got) in enumerate(zip(getattr(lava, name), getattr(emulator, name))):
-            mismatch = np.argwhere(expected != got)
+    assert len(lava.layers) == len(emulator.layers)
+    for layer, (expected, got) in enumerate(zip(lava.layers, emulator.layers)):
+        assert expected.keys() == got.keys(), f"layer {layer} records differ"
+        for name, values in expected.items():
+            assert values.shape == got[name].shape, f"layer {layer} {name}"
+            mismatch = np.argwhere(values != got[name])
             assert mismatch.size == 0, (f"layer {layer} {name} differs first at "
                                         f"(sample, step, neuron) {mismatch[0]}")
 
 
-PARITY_CASES = [([1, 5], "wide"), ([7, 5], "busy"), ([64, 5], "wide"), ([64, 5], "busy"),
-                ([256, 5], "busy"), ([32, 5], "extreme"), ([24, 16, 5], "busy")]
+def sample(trajectory: Trajectory, index: int) -> Trajectory:
+    """The (1, T, N) records of one sample of a batch."""
+    return Trajectory([{name: values[index : index + 1] for name, values in layer.items()}
+                       for layer in trajectory.layers])
 
 
-@pytest.mark.parametrize("sizes,regime", PARITY_CASES)
-def test_emulator_equals_lava_fixed_pt_at_every_step(sizes: list[int], regime: str) -> None:
+PARITY_CASES = [([1, 5], "wide", "lif"), ([7, 5], "busy", "lif"), ([64, 5], "wide", "lif"),
+                ([64, 5], "busy", "lif"), ([256, 5], "busy", "lif"), ([32, 5], "extreme", "lif"),
+                ([24, 16, 5], "busy", "lif"), ([16, 5], "wide", "atrlif"),
+                ([64, 5], "busy", "atrlif"), ([32, 5], "extreme", "atrlif"),
+                ([24, 16, 5], "busy", "atrlif")]
+
+
+@pytest.mark.parametrize("sizes,regime,hidden", PARITY_CASES)
+def test_emulator_equals_lava_fixed_pt_at_every_step(sizes: list[int], regime: str,
+                                                     hidden: str) -> None:
     rng = np.random.default_rng(sum(sizes) * 31 + len(regime))  # fixed seeds: deterministic
-    network, raw = random_network(rng, 12, sizes, regime)
+    network, raw = random_network(rng, 12, sizes, regime, hidden)
     rate = {"wide": 0.2, "busy": 0.3, "extreme": 0.5}[regime]
     inputs = (rng.random((STEPS, 12)) < rate).astype(np.int64)
     lava = call_isolated(run_in_lava, network, inputs, raw, timeout=LAVA_TIMEOUT)
@@ -150,24 +183,25 @@ def test_emulator_equals_lava_fixed_pt_at_every_step(sizes: list[int], regime: s
         jumps = np.abs(np.diff(emulator.u[0], axis=1))
         assert (jumps > STATE_LIMIT).any()
         assert (np.abs(emulator.v[0]) == STATE_LIMIT - 1).any()
+    if hidden == "atrlif":  # every hidden layer's thresholds adapted (r > 0 after a spike)
+        assert all(layer["r"].any() for layer in emulator.layers[:-1])
 
 
-def test_a_batch_equals_its_samples_one_by_one_and_a_run_continues_from_its_state() -> None:
+@pytest.mark.parametrize("hidden", ["lif", "atrlif"])
+def test_a_batch_equals_its_samples_one_by_one_and_a_run_continues_from_its_state(
+        hidden: str) -> None:
     rng = np.random.default_rng(5)
-    network, _ = random_network(rng, 12, [16, 3], "busy")
+    network, _ = random_network(rng, 12, [16, 3], "busy", hidden)
     inputs = (rng.random((6, 80, 12)) < 0.3).astype(np.int64)
     batch, _ = emulate(network, inputs)
     for index in range(len(inputs)):
         alone, _ = emulate(network, inputs[index : index + 1])
-        for name in Trajectory.__dataclass_fields__:
-            for got, expected in zip(getattr(alone, name), getattr(batch, name)):
-                np.testing.assert_array_equal(got[0], expected[index])
+        assert_trajectories_equal(alone, sample(batch, index))
     first, state = emulate(network, inputs[:, :30])
     rest, _ = emulate(network, inputs[:, 30:], state)
-    for name in Trajectory.__dataclass_fields__:
-        for whole, head, tail in zip(getattr(batch, name), getattr(first, name),
-                                     getattr(rest, name)):
-            np.testing.assert_array_equal(whole, np.concatenate([head, tail], axis=1))
+    assert_trajectories_equal(batch, Trajectory(
+        [{name: np.concatenate([values, tail[name]], axis=1) for name, values in head.items()}
+         for head, tail in zip(first.layers, rest.layers)]))
 
 
 def test_an_isolated_call_that_hangs_or_fails_is_stopped() -> None:

@@ -17,7 +17,9 @@ from hwloop.neurons.loihi import WEIGHT_UNIT
 from hwloop.quantize import lava_dense_weights
 from hwloop.session import HILSession, network_groups
 from hwloop.trainer import make_network
-from simulators.loihi2.backend import Loihi2Backend
+from simulators.loihi2.atrlif import AtrlifParameters
+from simulators.loihi2.backend import Loihi2Backend, population_parameters
+from simulators.loihi2.lif import LifParameters
 
 finite = st.floats(-20.0, 20.0, allow_nan=False, width=64)
 
@@ -136,3 +138,51 @@ def test_inputs_must_be_spikes() -> None:
     with pytest.raises(ValueError, match="0/1 spikes"):
         backend.run(np.full((1, 5, 12), 0.5))
     assert [group.model for group in network_groups(network)] == ["loihi_lif", "loihi_li"]
+
+
+# --- ATRLIF hidden layers (loihi_atrlif) ------------------------------------------------------
+
+ATRLIF_OPTIONS = {"delta_i": 0.3, "delta_v": 0.05, "delta_theta": 0.1, "delta_r": 0.35,
+                  "theta_0": 3000.7, "theta_step": 1500.3}
+
+
+def test_loihi_atrlif_groups_become_lava_atrlif_populations() -> None:
+    groups = [NeuronGroup("hidden.0", "loihi_atrlif", ATRLIF_OPTIONS, 4),
+              NeuronGroup("readout", "loihi_li", {"du": 4095, "dv": 410, "vth": 131071}, 2)]
+    hidden, readout = (population_parameters(group) for group in groups)
+    assert isinstance(hidden, AtrlifParameters) and isinstance(readout, LifParameters)
+    assert {name: getattr(hidden, name) for name in ATRLIF_OPTIONS} == ATRLIF_OPTIONS
+    assert (hidden.scaled_theta_0, hidden.scaled_theta_step) == (192_044, 96_019)  # trunc(·64)
+    assert hidden.integer_factors == (3891, 3686, 2662)  # trunc(4096 − δ·4096) of v, θ, r
+    assert hidden.bias_mant.tolist() == hidden.bias_exp.tolist() == [0, 0, 0, 0]
+    backend = Loihi2Backend()
+    backend.declare_network(groups)
+    assert "loihi_atrlif" in backend.capabilities().neurons
+    with pytest.raises(ValueError, match="cannot run neuron model 'loihi_atrlif' as the readout"):
+        backend.declare_network([groups[0], NeuronGroup("readout", "loihi_atrlif",
+                                                        ATRLIF_OPTIONS, 2)])
+
+
+@pytest.mark.parametrize("hidden,recurrence,options", [([24], "full", {}),
+                                                        ([16, 8], "full", ATRLIF_OPTIONS),
+                                                        ([10], "none", ATRLIF_OPTIONS)])
+def test_the_device_runs_an_atrlif_network_exactly_as_the_host_computes_it(
+        hidden: list[int], recurrence: str, options: dict[str, float]) -> None:
+    config = TrainConfig(neuron="loihi_atrlif", hidden=hidden, recurrence=recurrence,
+                         dtype="float64", seed=0, init_gain=2.0, neuron_options=options)
+    network = make_network(config, 12, 3)
+    session = HILSession(network, Loihi2Backend(), "direct", 1.0, 0, forward="device")
+    session.begin()
+    assert all(isinstance(layer.neurons, AtrlifParameters)
+               for layer in session.backend.network().layers[:-1])
+    inputs = (torch.rand(5, 120, 12, generator=torch.Generator().manual_seed(1)) < 0.3).double()
+    device = session.backend.run(inputs.numpy())
+    with torch.no_grad():
+        host = network.trace(inputs)
+    for layer, (device_spikes, host_spikes) in enumerate(zip(device.spikes, host)):
+        assert device_spikes.shape == tuple(host_spikes.shape)
+        np.testing.assert_array_equal(device_spikes, host_spikes.numpy(), f"layer {layer}")
+        assert device_spikes.sum() > 0, f"layer {layer} must spike for the test to mean much"
+    np.testing.assert_array_equal(device.outputs, host[-1].numpy())
+    session.replay(inputs)
+    assert session.device_runs == 1 and session.spike_mismatches == 0

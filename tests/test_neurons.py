@@ -10,7 +10,7 @@ from torch.func import jvp
 
 from hwloop.errors import UserError
 from hwloop.neurons import (
-    ALIF, BRF, LI, LIF, AdLIF, LoihiLI, LoihiLIF, NeuronModel, make_neuron,
+    ALIF, BRF, LI, LIF, AdLIF, LoihiATRLIF, LoihiLI, LoihiLIF, NeuronModel, make_neuron,
 )
 from hwloop.neurons.surrogates import SURROGATES, double_gaussian, spike
 from hwloop.options import build_options
@@ -31,6 +31,13 @@ MODELS: dict[str, NeuronModel] = {
     "loihi_lif_slow": LoihiLIF(du=409, dv=205, vth=4500),  # both states carry over
     "loihi_li": LoihiLI(),
     "loihi_li_resetting": LoihiLI(du=409, dv=205, vth=64),
+    "loihi_atrlif": LoihiATRLIF(),
+    "loihi_atrlif_edges": LoihiATRLIF(  # the current flips sign; v, θ, r forget / keep all
+        delta_i=1.0, delta_v=0.0, delta_theta=1.0, delta_r=0.0, theta_0=2000.0, theta_step=100.0,
+    ),
+    "loihi_atrlif_slow": LoihiATRLIF(
+        delta_i=0.1, delta_v=0.05, delta_theta=0.01, delta_r=0.03, theta_0=5000.0, theta_step=0.5,
+    ),
 }
 
 B, N = 5, 11
@@ -82,7 +89,11 @@ def test_jacobians_equal_autograd(name: str, seed: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["lif", "alif", "adlif", "brf_euler", "brf_exponential", "loihi_lif", "loihi_lif_slow"]
+    "name",
+    [
+        "lif", "alif", "adlif", "brf_euler", "brf_exponential", "loihi_lif", "loihi_lif_slow",
+        "loihi_atrlif", "loihi_atrlif_edges", "loihi_atrlif_slow",
+    ],
 )
 def test_spike_derivative_is_dz_ds_where_it_is_exact(name: str) -> None:
     """For models whose spike reads only the new state, dz/ds is the true derivative of z_t."""
@@ -214,6 +225,16 @@ BAD_OPTIONS = [
     ("loihi_lif", {"dv": -1}, "dv=-1 must be an integer in [0, 4096]"),
     ("loihi_lif", {"vth": 131072}, "vth=131072 must be an integer in [0, 131071]"),
     ("loihi_lif", {"vth": 1.5}, "vth: expected an integer, got 1.5"),
+    ("loihi_atrlif", {"delta_i": 1.5}, "delta_i=1.5 must lie in [0, 1]"),
+    ("loihi_atrlif", {"delta_v": -0.1}, "delta_v=-0.1 must lie in [0, 1]"),
+    ("loihi_atrlif", {"delta_theta": 2}, "delta_theta=2.0 must lie in [0, 1]"),
+    ("loihi_atrlif", {"delta_r": 1.0001}, "delta_r=1.0001 must lie in [0, 1]"),
+    ("loihi_atrlif", {"delta_r": "high"}, "delta_r: expected a number, got 'high'"),
+    ("loihi_atrlif", {"theta_0": -1.0},
+     "theta_0=-1.0 must keep trunc(theta_0*64) in [0, 2147483647] (Lava's int32)"),
+    ("loihi_atrlif", {"theta_step": 2.0**25},
+     "theta_step=33554432.0 must keep trunc(theta_step*64) in [0, 2147483647] (Lava's int32)"),
+    ("loihi_atrlif", {"theta_0": 1e39}, "theta_0=1e+39 must be finite and at most 3.4e+38"),
 ]
 
 
@@ -248,6 +269,10 @@ def test_bad_options_give_one_line_errors(name: str, options: dict, message: str
         ("brf", {"use_exponential": True, "omega_range": [0.0, 314.0], "b_range": [-1e6, 1e6]}),
         ("loihi_lif", {"du": -1, "dv": 4096, "vth": 131071}),
         ("loihi_lif", {"du": 4095, "dv": 0, "vth": 0}),
+        ("loihi_atrlif", {"delta_i": 0, "delta_v": 1, "delta_theta": 0.0, "delta_r": 1.0,
+                          "theta_0": 0, "theta_step": 33554431.99}),  # trunc(·64) = 2^31 − 1
+        # trunc(-0.015·64) = 0 and trunc((2^25 − 2^-6)·64) = 2^31 − 1
+        ("loihi_atrlif", {"theta_0": -0.015, "theta_step": 2**25 - 2**-6}),
     ],
 )
 def test_options_at_the_edges_are_accepted(name: str, options: dict) -> None:

@@ -12,6 +12,7 @@ from hwloop.neurons.brf import BRF
 from hwloop.neurons.li import LI
 from hwloop.neurons.lif import LIF
 from hwloop.neurons.loihi import LoihiLI, LoihiLIF
+from hwloop.neurons.loihi_atrlif import LoihiATRLIF
 from hwloop.options import build_options
 
 HIDDEN_NEURONS: dict[str, type[NeuronModel]] = {
@@ -20,15 +21,16 @@ HIDDEN_NEURONS: dict[str, type[NeuronModel]] = {
     "adlif": AdLIF,
     "brf": BRF,
     "loihi_lif": LoihiLIF,
+    "loihi_atrlif": LoihiATRLIF,
 }
 
-READOUTS: dict[str, type[NeuronModel]] = {"loihi_lif": LoihiLI}
+READOUTS: dict[str, type[NeuronModel]] = {"loihi_lif": LoihiLI, "loihi_atrlif": LoihiLI}
 """The readout of networks whose hidden neurons are not float models (LI otherwise): a device
 that runs the network needs a readout it can run too."""
 
 __all__ = [
-    "ALIF", "BRF", "LI", "LIF", "AdLIF", "LoihiLI", "LoihiLIF", "HIDDEN_NEURONS", "NeuronModel",
-    "StepJacobians", "make_neuron", "readout_for",
+    "ALIF", "BRF", "LI", "LIF", "AdLIF", "LoihiATRLIF", "LoihiLI", "LoihiLIF", "HIDDEN_NEURONS",
+    "NeuronModel", "StepJacobians", "make_neuron", "readout_for",
 ]
 
 

@@ -1,5 +1,5 @@
 """Loihi 2 behind the backend contract: ``open_backend("loihi2://?bits=8")``, the bit-exact
-emulator of Lava 0.10.0's fixed-point Dense and LIF processes (docs/loihi2.md).
+emulator of Lava 0.10.0's fixed-point Dense, LIF and ATRLIF processes (docs/loihi2.md).
 
 Every weight matrix the host programs becomes one Lava ``Dense`` in the mixed sign mode: an
 integer weight W on the legal grid of ``bits`` (multiples of 2^(9 − bits) in
@@ -13,7 +13,9 @@ the neurons). Non-negative exponents keep every Dense activation an exact intege
 host's single sum of currents reproduces. A write rounds to the nearest grid value; values
 beyond the range are written at its end and counted (``WriteReport.clipped``), never wrapped.
 
-``run`` runs the declared network on the device. Lava delays every Dense hop by one step, so
+``run`` runs the declared network on the device: hidden layers of Lava's ``LIF``
+(``loihi_lif``) or ``ATRLIF`` (``loihi_atrlif``), a ``LIF`` readout (``loihi_li``), each with the
+model's hyperparameters (``population_parameters``). Lava delays every Dense hop by one step, so
 the device runs T + L + 1 steps for L hidden layers and ``run`` returns its records aligned with
 the host's steps: hidden layer k at device step t + k + 1, the readout at t + L + 1.
 """
@@ -37,12 +39,21 @@ from hwloop.backends.base import (
 )
 from hwloop.neurons.loihi import STATE_UNIT, WEIGHT_UNIT
 from hwloop.quantize import DEFAULT_RANGE_FACTOR
+from simulators.loihi2.atrlif import AtrlifParameters
 from simulators.loihi2.dense import DenseWeights
 from simulators.loihi2.lif import LifParameters
-from simulators.loihi2.network import LifLayer, LifNetwork, Trajectory, emulate
+from simulators.loihi2.network import (
+    LifLayer,
+    LifNetwork,
+    PopulationParameters,
+    Trajectory,
+    emulate,
+)
 
-HIDDEN_MODELS = ("loihi_lif",)
+HIDDEN_MODELS = ("loihi_lif", "loihi_atrlif")
 READOUT_MODELS = ("loihi_li",)
+ATRLIF_OPTIONS = ("delta_i", "delta_v", "delta_theta", "delta_r", "theta_0", "theta_step")
+"""The ``loihi_atrlif`` hyperparameters, which Lava's ATRLIF takes as they are."""
 EXPONENTS = range(0, 8)
 """Weight exponents hwloop uses: 0..7 (Lava's Dense takes negative ones too, but then floors
 each connection's sum separately, which a host current cannot reproduce)."""
@@ -178,8 +189,8 @@ class Loihi2Backend(Backend):
             if missing:
                 raise ValueError(f"layer {missing[0]!r} has not been programmed")
             w_rec = self.dense(f"{group.layer}.w_rec") if group.recurrence == "full" else None
-            layers.append(LifLayer(self.dense(f"{group.layer}.w_in"), lif_parameters(group),
-                                   w_rec))
+            layers.append(LifLayer(self.dense(f"{group.layer}.w_in"),
+                                   population_parameters(group), w_rec))
         return LifNetwork(tuple(layers))
 
     @staticmethod
@@ -219,12 +230,27 @@ class Loihi2Backend(Backend):
             self._store(layer, np.array(value, dtype=np.int64))
 
 
+def population_parameters(group: NeuronGroup) -> PopulationParameters:
+    """The Lava parameters of a population: ATRLIF for ``loihi_atrlif``, LIF otherwise."""
+    if group.model == "loihi_atrlif":
+        return atrlif_parameters(group)
+    return lif_parameters(group)
+
+
 def lif_parameters(group: NeuronGroup) -> LifParameters:
     """The Lava LIF parameters of a ``loihi_lif`` or ``loihi_li`` population (no bias)."""
     options = group.options
     zeros = np.zeros(group.size, dtype=np.int64)
     return LifParameters(du=int(options["du"]), dv=int(options["dv"]), vth=int(options["vth"]),
                          bias_mant=zeros, bias_exp=zeros)
+
+
+def atrlif_parameters(group: NeuronGroup) -> AtrlifParameters:
+    """The Lava ATRLIF parameters of a ``loihi_atrlif`` population (no bias): the decay
+    fractions and the unscaled thresholds, as floats."""
+    zeros = np.zeros(group.size, dtype=np.int64)
+    return AtrlifParameters(**{name: float(group.options[name]) for name in ATRLIF_OPTIONS},
+                            bias_mant=zeros, bias_exp=zeros)
 
 
 def device_inputs(inputs: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""A live Lava 0.10.0 chip: a ``LifNetwork`` kept running between calls, with fast weight I/O.
+"""A live Lava 0.10.0 chip: a ``LifNetwork`` (LIF and ATRLIF populations) kept running between
+calls, with fast weight I/O.
 
 The Lava runtime lives in a child process that leads its own process group (started as
 ``isolation`` starts its children), so a crashed or hung Lava model can never block the caller:
@@ -9,7 +10,8 @@ host (``lava_processes``), instead of ``Var.set``/``get``'s one message per elem
 
 The device semantics are those of spec §5.3: every Dense keeps the sign mode, weight_exp and
 num_weight_bits it was built with; a write must already lie on that legal grid (the host
-quantizes, ``hwloop.quantize.lava_dense_weights``); du, dv and vth are never changed.
+quantizes, ``hwloop.quantize.lava_dense_weights``); the neurons' parameters are never
+changed.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 from hwloop.quantize import lava_dense_weights
 from simulators.loihi2.dense import DenseWeights
 from simulators.loihi2.isolation import kill_group, run_child
-from simulators.loihi2.network import LifNetwork, Trajectory
+from simulators.loihi2.network import LifNetwork, Trajectory, records_of
 
 CONNECTIONS = ("w_in", "w_rec")
 STOP_GRACE = 10.0
@@ -141,10 +143,10 @@ class LavaChip:
     def run(self, inputs: np.ndarray, reset: bool = True) -> Trajectory:
         """Run the samples of inputs (B, T, M) ints, T ≤ steps, one after another.
 
-        With ``reset`` every sample starts from the zero state (u, v, pending activations), so
-        the result equals ``emulate(network, inputs)[0]``; without it, every sample continues
-        where the previous one (or the last run) stopped. Returns u, v, spikes (B, T, N) int64
-        per layer.
+        With ``reset`` every sample starts from Lava's start state (``network.ChipState.initial``:
+        zeros, ATRLIF's θ = θ0, no pending activation), so the result equals
+        ``emulate(network, inputs)[0]``; without it, every sample continues where the previous
+        one (or the last run) stopped. Returns every state (B, T, N) int64 per layer.
         """
         inputs = np.asarray(inputs)
         width = self._network.layers[0].w_in.weights.shape[1]
@@ -153,16 +155,16 @@ class LavaChip:
             raise ValueError(f"inputs must be integers (B, T, {width}), 1 ≤ T ≤ {self.steps}; "
                              f"got {inputs.dtype} {inputs.shape}")
         batch, steps = inputs.shape[:2]
-        sizes = [layer.neurons.size for layer in self._network.layers]
-        record = [[np.zeros((batch, steps, n), dtype=np.int64) for n in sizes] for _ in range(3)]
+        record = [{name: np.zeros((batch, steps, layer.neurons.size), dtype=np.int64)
+                   for name in records_of(layer.neurons)} for layer in self._network.layers]
         with self._lock:
             self._send("run", inputs, bool(reset))
             for sample in range(batch):
                 layers = self._receive(f"running sample {sample}")
-                for k, traces in enumerate(layers):
-                    for kind in range(3):
-                        record[kind][k][sample] = traces[kind]
-        return Trajectory(*record)
+                for per_layer, traces in zip(record, layers):
+                    for values, trace in zip(per_layer.values(), traces):
+                        values[sample] = trace
+        return Trajectory(record)
 
     def _connection_of(self, layer: int, connection: str) -> DenseWeights:
         if not 0 <= layer < len(self._network.layers) or connection not in CONNECTIONS:

@@ -1,17 +1,19 @@
 """Lava 0.10.0 processes for a chip that stays up between calls, with host pipes for fast I/O.
 
 Imported only inside the child process of ``lava_chip.LavaChip`` (it imports Lava). The neuron
-and synapse arithmetic is Lava's own: ``PyLifModelBitAcc`` and ``PyDenseModelBitAcc`` compute
-every step; the subclasses here only add ports that Lava connects to the host ("external
-pipes": one shared-memory message per array, where ``Var.set``/``get`` send one per element).
+and synapse arithmetic is Lava's own: ``PyLifModelBitAcc``, ``PyATRLIFModelFixed`` and
+``PyDenseModelBitAcc`` compute every step; the subclasses here only add ports that Lava connects
+to the host ("external pipes": one shared-memory message per array, where ``Var.set``/``get``
+send one per element).
 
 Protocol: before each ``RunSteps(n)`` the host sends every model one command (mode, n) on its
 ``command`` port; a model receives it, blocking, on the first step of the call, so host and
 models never race. Modes:
 
-- ``RUN`` / ``RESET_RUN``: compute n steps (``RESET_RUN`` first zeroes u, v and every a_buff);
-  the source sends one sample it received in one message, each LIF sends its (3, steps, N)
-  record of u, v and spikes after the last step;
+- ``RUN`` / ``RESET_RUN``: compute n steps (``RESET_RUN`` first restores Lava's start state:
+  zeroes every a_buff, LIF's u, v and ATRLIF's i, v, r, and sets ATRLIF's θ to θ0); the source
+  sends one sample it received in one message, each population sends its (S + 1, steps, N)
+  record of its S states (``network.STATE_NAMES``) and spikes after the last step;
 - ``IDLE`` / ``READ`` / ``WRITE``: a one-step host I/O call in which no model computes or
   exchanges spikes, so the network's state is untouched; the addressed Dense replaces its
   weights with a matrix received in one message (``WRITE``) and sends back what it holds.
@@ -33,14 +35,18 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+from lava.proc.atrlif.models import PyATRLIFModelFixed
+from lava.proc.atrlif.process import ATRLIF
 from lava.proc.dense.models import PyDenseModelBitAcc
 from lava.proc.dense.process import Dense
 from lava.proc.lif.models import PyLifModelBitAcc
 from lava.proc.lif.process import LIF
 from lava.utils.weightutils import SignMode
 
+from simulators.loihi2.atrlif import AtrlifParameters
 from simulators.loihi2.dense import DenseWeights
-from simulators.loihi2.lava_run import SIGN_MODE_NAMES
+from simulators.loihi2.lava_run import LAVA_VARS, SIGN_MODE_NAMES, lava_arguments
+from simulators.loihi2.lif import LifParameters
 from simulators.loihi2.network import LifNetwork
 
 RUN, RESET_RUN, IDLE, READ, WRITE = range(5)
@@ -70,13 +76,30 @@ class SampleSource(AbstractProcess):
         self.command = _from_host((2,))
 
 
-class RecordedLIF(LIF):
-    """Lava's ``LIF`` plus a host command port and a ``record`` port (3, steps, N) to the host."""
+def _add_recording_ports(population: LIF | ATRLIF, steps: int, states: int) -> None:
+    """Give a neuron process a host ``command`` port and a ``record`` port (states + 1, steps,
+    N) to the host; its model reads ``steps`` from the process parameters."""
+    population.proc_params["steps"] = steps
+    population.command = _from_host((2,))
+    population.record = _to_host((states + 1, steps, population.proc_params["shape"][0]))
 
-    def __init__(self, *, steps: int, shape: tuple[int, ...], **lif: object) -> None:
-        super().__init__(shape=shape, steps=steps, **lif)
-        self.command = _from_host((2,))
-        self.record = _to_host((3, steps, shape[0]))
+
+class RecordedLIF(LIF):
+    """Lava's ``LIF`` plus a host command port and a ``record`` port (3, steps, N) to the host:
+    u, v, spikes."""
+
+    def __init__(self, *, steps: int, **lif: object) -> None:
+        super().__init__(**lif)
+        _add_recording_ports(self, steps, len(LAVA_VARS[LifParameters]))
+
+
+class RecordedATRLIF(ATRLIF):
+    """Lava's ``ATRLIF`` plus a host command port and a ``record`` port (5, steps, N) to the
+    host: i, v, θ, r, spikes."""
+
+    def __init__(self, *, steps: int, **atrlif: object) -> None:
+        super().__init__(**atrlif)
+        _add_recording_ports(self, steps, len(LAVA_VARS[AtrlifParameters]))
 
 
 class WritableDense(Dense):
@@ -126,28 +149,62 @@ class PySampleSourceModel(_HostCommanded, PyLoihiProcessModel):
         self.s_out.send(self._sample[self._index])
 
 
-class PyRecordedLifModel(_HostCommanded, PyLifModelBitAcc):
-    """``PyLifModelBitAcc`` computes each step; this subclass zeroes u, v on a reset, records
-    them and the spikes, and sends the record to the host after the call's last step."""
+class _Recorded(_HostCommanded):
+    """Neuron model mixin: restores Lava's start state on a reset (``_restart``), records the
+    Vars ``states`` and the spike buffer ``spikes`` every step, and sends the record to the host
+    after the call's last step. The parent model computes each step."""
 
-    # Lava's @implements refuses to re-target a subclass of a model, so the process is named
-    # here; protocol, resources and tags are inherited from the parent model
-    implements_process = RecordedLIF
+    states: tuple[str, ...]
+    spikes: str
     record: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32)
+
+    def _restart(self) -> None:
+        raise NotImplementedError
 
     def run_spk(self) -> None:
         mode = self._next_step()
         if mode not in COMPUTING:
             return
         if self._index == 0:
-            self._trace = np.zeros((3, self.proc_params["steps"], self.u.shape[0]), np.int32)
+            size = self.v.shape[0]
+            self._trace = np.zeros((len(self.states) + 1, self.proc_params["steps"], size),
+                                   np.int32)
             if mode == RESET_RUN:
-                self.u[:] = 0
-                self.v[:] = 0
+                self._restart()
         super().run_spk()
-        self._trace[:, self._index] = self.u, self.v, self.s_out_buff
+        rows = (*self.states, self.spikes)
+        self._trace[:, self._index] = [getattr(self, name) for name in rows]
         if self._left == 0:
             self.record.send(self._trace)
+
+
+class PyRecordedLifModel(_Recorded, PyLifModelBitAcc):
+    """``PyLifModelBitAcc`` recorded; a reset zeroes u and v."""
+
+    # Lava's @implements refuses to re-target a subclass of a model, so the process is named
+    # here; protocol, resources and tags are inherited from the parent model
+    implements_process = RecordedLIF
+    states, spikes = LAVA_VARS[LifParameters], "s_out_buff"
+
+    def _restart(self) -> None:
+        self.u[:] = 0
+        self.v[:] = 0
+
+
+class PyRecordedAtrlifModel(_Recorded, PyATRLIFModelFixed):
+    """``PyATRLIFModelFixed`` recorded; a reset zeroes i, v, r and sets θ to θ0, so the model
+    continues exactly as a fresh one (whose first step overwrites θ with θ0, scaling θ0 and
+    θ_step by 64 once: they stay scaled)."""
+
+    implements_process = RecordedATRLIF  # see PyRecordedLifModel
+    states, spikes = LAVA_VARS[AtrlifParameters], "s"
+
+    def _restart(self) -> None:
+        self.i[:] = 0
+        self.v[:] = 0
+        self.r[:] = 0
+        if self.isthrscaled:  # else the coming first step sets θ = θ0 itself
+            self.theta[:] = self.theta_0
 
 
 class PyWritableDenseModel(_HostCommanded, PyDenseModelBitAcc):
@@ -171,11 +228,13 @@ class PyWritableDenseModel(_HostCommanded, PyDenseModelBitAcc):
 
 
 MODELS = {SampleSource: PySampleSourceModel, RecordedLIF: PyRecordedLifModel,
-          WritableDense: PyWritableDenseModel}
+          RecordedATRLIF: PyRecordedAtrlifModel, WritableDense: PyWritableDenseModel}
+RECORDED = {LifParameters: RecordedLIF, AtrlifParameters: RecordedATRLIF}
 
 
 class LavaNetwork:
-    """A ``LifNetwork`` as running Lava processes (fixed_pt), driven through host pipes.
+    """A ``LifNetwork`` (LIF and ATRLIF populations) as running Lava processes (fixed_pt),
+    driven through host pipes.
 
     The network's weights must already be on their legal grids: Lava's first-step
     preprocessing then leaves them unchanged, also after a write that precedes the first step.
@@ -184,15 +243,12 @@ class LavaNetwork:
     def __init__(self, network: LifNetwork, steps: int) -> None:
         self.steps = steps
         self.source = SampleSource(steps=steps, width=network.layers[0].w_in.weights.shape[1])
-        self.populations: list[RecordedLIF] = []
+        self.populations: list[RecordedLIF | RecordedATRLIF] = []
         self.connections: list[dict[str, WritableDense]] = []
-        previous: SampleSource | RecordedLIF = self.source
+        previous: SampleSource | RecordedLIF | RecordedATRLIF = self.source
         for layer in network.layers:
-            neurons = layer.neurons
-            population = RecordedLIF(
-                steps=steps, shape=(neurons.size,), du=int(neurons.du), dv=int(neurons.dv),
-                vth=int(neurons.vth), bias_mant=np.asarray(neurons.bias_mant, dtype=np.int64),
-                bias_exp=np.asarray(neurons.bias_exp, dtype=np.int64))
+            population = RECORDED[type(layer.neurons)](steps=steps,
+                                                       **lava_arguments(layer.neurons))
             dense = {"w_in": _dense(layer.w_in)}
             previous.s_out.connect(dense["w_in"].s_in)
             if layer.w_rec is not None:
@@ -213,8 +269,8 @@ class LavaNetwork:
         self._call(IDLE)  # starts the runtime: Var.get/set refuse a runtime that never ran
 
     def run_sample(self, inputs: np.ndarray, reset: bool) -> list[np.ndarray]:
-        """Run one sample's inputs (T, M), T ≤ steps; per layer its (3, T, N) int32 u, v and
-        spikes."""
+        """Run one sample's inputs (T, M), T ≤ steps; per layer its (S + 1, T, N) int32 record
+        of its S states (``network.STATE_NAMES``) and spikes."""
         sample = np.zeros((self.steps, inputs.shape[1]), dtype=np.int32)
         sample[: len(inputs)] = inputs
         self.source.samples.external_pipe_csp_send_port.send(sample)

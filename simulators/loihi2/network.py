@@ -1,13 +1,17 @@
-"""A chain of Lava fixed-point LIF populations, and its bit-exact emulator.
+"""A chain of Lava fixed-point LIF or ATRLIF populations, and its bit-exact emulator.
 
-    input (B, T, M) → Dense → LIF layer 1 (⟲ Dense) → Dense → LIF layer 2 … → LIF readout
+    input (B, T, M) → Dense → layer 1 (⟲ Dense) → Dense → layer 2 … → readout
 
-Every layer receives the previous layer's spikes (the first layer the input) through its
-``w_in`` and, optionally, its own spikes through ``w_rec``. Timing is Lava's (spec §1): every
-Dense hop delays by one step, so layer k integrates at step t what layer k − 1 (or the input)
-emitted at step t − 1 and its own spikes of step t − 1. ``emulate`` runs a whole batch at once
-in int64 and records every state; ``ChipState`` lets a run continue where another stopped (to
-change weights mid-run, as a device in the loop does).
+Every layer is a population of Lava's ``LIF`` (``LifParameters``) or ``ATRLIF``
+(``AtrlifParameters``) and receives the previous layer's spikes (the first layer the input)
+through its ``w_in`` and, optionally, its own spikes through ``w_rec``. Timing is Lava's
+(spec §1): every Dense hop delays by one step, so layer k integrates at step t what layer
+k − 1 (or the input) emitted at step t − 1 and its own spikes of step t − 1. ``emulate`` runs a
+whole batch at once in int64 and records every state; ``ChipState`` lets a run continue where
+another stopped (to change weights mid-run, as a device in the loop does).
+
+States are named as in ``STATE_NAMES``: ``u`` is the current (LIF's u, ATRLIF's i), ``v`` the
+voltage, and ATRLIF adds its threshold ``theta`` and refractory state ``r``.
 """
 
 from __future__ import annotations
@@ -18,17 +22,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from simulators.loihi2.atrlif import AtrlifParameters, atrlif_initial_state, atrlif_step
 from simulators.loihi2.dense import DenseWeights, dense_step
 from simulators.loihi2.lif import LifParameters, lif_step
+
+PopulationParameters = LifParameters | AtrlifParameters
+STATE_NAMES: dict[type, tuple[str, ...]] = {
+    LifParameters: ("u", "v"), AtrlifParameters: ("u", "v", "theta", "r")}
+"""The states of each neuron model, in the order its step function takes them."""
+_STEPS = {LifParameters: lif_step, AtrlifParameters: atrlif_step}
 
 
 @dataclass(frozen=True)
 class LifLayer:
-    """One LIF population and the Dense connections into it: ``w_in`` from the layer before
-    (or the input), ``w_rec`` from itself (None: no recurrence)."""
+    """One LIF or ATRLIF population and the Dense connections into it: ``w_in`` from the layer
+    before (or the input), ``w_rec`` from itself (None: no recurrence)."""
 
     w_in: DenseWeights
-    neurons: LifParameters
+    neurons: PopulationParameters
     w_rec: DenseWeights | None = None
 
 
@@ -46,50 +57,88 @@ class LifNetwork:
         return LifNetwork(tuple(layers))
 
 
+def records_of(neurons: PopulationParameters) -> tuple[str, ...]:
+    """The names a ``Trajectory`` records for a population: its states, then ``spikes``."""
+    return STATE_NAMES[type(neurons)] + ("spikes",)
+
+
+def initial_state(neurons: PopulationParameters, batch: int) -> dict[str, Tensor]:
+    """Lava's start state of a population, each state (B, N) int64: zeros, ATRLIF's θ = θ0."""
+    if isinstance(neurons, AtrlifParameters):
+        return dict(zip(STATE_NAMES[AtrlifParameters], atrlif_initial_state(batch, neurons)))
+    return {name: torch.zeros(batch, neurons.size, dtype=torch.int64)
+            for name in STATE_NAMES[LifParameters]}
+
+
+def population_step(neurons: PopulationParameters, state: dict[str, Tensor],
+                    activation: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    """One step of a population's states (B, N) int64 with activation (B, N) int64 → the new
+    states and the spikes (B, N) bool."""
+    names = STATE_NAMES[type(neurons)]
+    *values, spikes = _STEPS[type(neurons)](*(state[name] for name in names), activation,
+                                            neurons)
+    return dict(zip(names, values)), spikes
+
+
 @dataclass
 class ChipState:
-    """Where a run stopped: per layer the current u and voltage v (B, N) int64, and the
+    """Where a run stopped: per layer its states (``STATE_NAMES``, each (B, N) int64), and the
     activation its Dense connections deliver next step (B, N) int64."""
 
-    u: list[Tensor]
-    v: list[Tensor]
+    neurons: list[dict[str, Tensor]]
     pending: list[Tensor]
 
     @classmethod
-    def zeros(cls, network: LifNetwork, batch: int) -> "ChipState":
-        sizes = [layer.neurons.size for layer in network.layers]
-        return cls(*([torch.zeros(batch, n, dtype=torch.int64) for n in sizes] for _ in range(3)))
+    def initial(cls, network: LifNetwork, batch: int) -> "ChipState":
+        """Lava's start state: every population's ``initial_state``, no activation pending."""
+        return cls([initial_state(layer.neurons, batch) for layer in network.layers],
+                   [torch.zeros(batch, layer.neurons.size, dtype=torch.int64)
+                    for layer in network.layers])
 
 
 @dataclass
 class Trajectory:
-    """Every state at every step: per layer u, v and spikes (0/1), each (B, T, N) int64."""
+    """Every state at every step: ``layers[k]`` maps each name in ``records_of`` its neurons
+    (u, v, [theta, r,] spikes) to a (B, T, N) int64 array (spikes 0/1)."""
 
-    u: list[np.ndarray]
-    v: list[np.ndarray]
-    spikes: list[np.ndarray]
+    layers: list[dict[str, np.ndarray]]
+
+    @property
+    def u(self) -> list[np.ndarray]:
+        """Every layer's current (ATRLIF's i)."""
+        return [layer["u"] for layer in self.layers]
+
+    @property
+    def v(self) -> list[np.ndarray]:
+        """Every layer's voltage."""
+        return [layer["v"] for layer in self.layers]
+
+    @property
+    def spikes(self) -> list[np.ndarray]:
+        """Every layer's spikes."""
+        return [layer["spikes"] for layer in self.layers]
 
 
 def emulate(
     network: LifNetwork, inputs: np.ndarray | Tensor, state: ChipState | None = None
 ) -> tuple[Trajectory, ChipState]:
     """Run ``network`` on inputs (B, T, M) (0/1 spikes, or payloads for a graded first
-    ``w_in``) from ``state`` (zeros by default); returns what Lava's fixed_pt models compute,
-    step by step, and the state after the last step."""
+    ``w_in``) from ``state`` (Lava's start state by default); returns what Lava's fixed_pt
+    models compute, step by step, and the state after the last step."""
     x = torch.as_tensor(np.asarray(inputs), dtype=torch.int64)
     batch, steps, _ = x.shape
-    state = ChipState.zeros(network, batch) if state is None else state
-    u, v, pending = list(state.u), list(state.v), list(state.pending)
+    state = ChipState.initial(network, batch) if state is None else state
+    neurons, pending = list(state.neurons), list(state.pending)
     weights = [(_ints(layer.w_in), _ints(layer.w_rec)) for layer in network.layers]
-    record: dict[str, list[list[Tensor]]] = {
-        name: [[] for _ in network.layers] for name in ("u", "v", "spikes")}
+    record: list[dict[str, list[Tensor]]] = [
+        {name: [] for name in records_of(layer.neurons)} for layer in network.layers]
     for t in range(steps):
         spikes = []
         for k, layer in enumerate(network.layers):
-            u[k], v[k], fired = lif_step(u[k], v[k], pending[k], layer.neurons)
+            neurons[k], fired = population_step(layer.neurons, neurons[k], pending[k])
             spikes.append(fired.to(torch.int64))
-            for name, value in (("u", u[k]), ("v", v[k]), ("spikes", spikes[k])):
-                record[name][k].append(value)
+            for name, value in (*neurons[k].items(), ("spikes", spikes[k])):
+                record[k][name].append(value)
         for k, layer in enumerate(network.layers):
             source = x[:, t] if k == 0 else spikes[k - 1]
             pending[k] = dense_step(weights[k][0], layer.w_in.weight_exp, source,
@@ -97,12 +146,12 @@ def emulate(
             if layer.w_rec is not None:
                 pending[k] = pending[k] + dense_step(weights[k][1], layer.w_rec.weight_exp,
                                                      spikes[k], layer.w_rec.graded)
-    trajectory = Trajectory(**{
-        name: [torch.stack(values, 1).numpy() if values else
-               np.zeros((batch, 0, layer.neurons.size), dtype=np.int64)
-               for values, layer in zip(per_layer, network.layers)]
-        for name, per_layer in record.items()})
-    return trajectory, ChipState(u, v, pending)
+    trajectory = Trajectory([
+        {name: torch.stack(values, 1).numpy() if values else
+         np.zeros((batch, 0, layer.neurons.size), dtype=np.int64)
+         for name, values in per_layer.items()}
+        for per_layer, layer in zip(record, network.layers)])
+    return trajectory, ChipState(neurons, pending)
 
 
 def _ints(connection: DenseWeights | None) -> Tensor | None:
