@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,47 @@ def test_without_lava_the_lava_backend_is_refused_in_one_line_and_the_emulator_w
     emulated = hwloop("--backend", "loihi2", "--out", str(tmp_path / "emulator"))
     assert emulated.returncode == 0, emulated.stderr
     assert read_run(tmp_path / "emulator").epochs
+
+
+def _processes() -> list[tuple[int, int, int, str]]:
+    """(pid, parent pid, session, state) of every process, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        found.append((int(entry.name), int(fields[1]), int(fields[3]), fields[0]))
+    return found
+
+
+def _live_in_session(session: int) -> list[int]:
+    return [pid for pid, _, in_session, state in _processes()
+            if in_session == session and state != "Z"]
+
+
+@needs_lava
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_lava_runs_stops_every_lava_process_in_one_line(
+        tmp_path: Path, signum: int, status: int) -> None:
+    out = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hwloop.cli", "train", "--out", str(out), "--quiet",
+         "--backend", "loihi2-lava", "--forward", "device", "--neuron", "loihi_lif",
+         "--dtype", "float64", "--epochs", "50", "hidden=[16]", "task_options.num_samples=64"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    chip = None  # the chip's child leads its own session, where Lava's processes run
+    while chip is None or len(_live_in_session(chip)) < 4:
+        assert process.poll() is None and time.monotonic() < deadline, "Lava did not start"
+        chip = next((pid for pid, parent, session, _ in _processes()
+                     if parent == process.pid and session == pid), None)
+        time.sleep(0.1)
+    time.sleep(1.0)  # inside a batch on Lava
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == status, stderr
+    assert stderr.count("\n") == 1 and signal.Signals(signum).name in stderr, stderr
+    assert _live_in_session(chip) == []

@@ -39,7 +39,7 @@ from simulators.loihi2.fixed_point import (
     shift,
     wrap24,
 )
-from simulators.loihi2.lif import ACTIVATION_LIMIT
+from simulators.loihi2.lif import check_activation
 
 INT32_LIMIT = 2**31
 """Lava holds every ATRLIF state and intermediate in int32."""
@@ -136,8 +136,7 @@ def atrlif_step(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """One step of (B, N) int64 states (after ``atrlif_start``) with activation (B, N) int64
     → the new i, v, θ, r and the spikes s (B, N) bool."""
-    if activation.numel() and int(activation.abs().max()) >= ACTIVATION_LIMIT:
-        raise ValueError("an activation reached 2^25, where Lava's int32 a << 6 overflows")
+    check_activation(activation)
     theta_0, theta_step = parameters.scaled_theta_0, parameters.scaled_theta_step
     factor_v, factor_theta, factor_r = parameters.integer_factors
     bias = shift(torch.as_tensor(np.asarray(parameters.bias_mant), dtype=torch.int64,

@@ -18,8 +18,10 @@ from torch import Tensor
 from hwloop.quantize import SIGN_MODES, lava_dense_weights
 from simulators.loihi2.fixed_point import shift
 
-EXACT_SUM_LIMIT = 2**53
-"""Synaptic sums are computed in float64 matrix products: exact below 2^53 (spec B9)."""
+EXACT_FLOAT32 = 2**24
+"""float32 adds integers exactly while every partial sum stays below 2^24 (spec B9)."""
+EXACT_FLOAT64 = 2**53
+"""float64 adds integers exactly below 2^53."""
 INT32_LIMIT = 2**31
 """Lava accumulates in int32; sums beyond it would wrap there, so they are refused here."""
 
@@ -71,11 +73,33 @@ class DenseWeights:
                    int(num_weight_bits), mode, bool(graded))
 
 
+def sum_dtype(weights: Tensor, graded: bool) -> torch.dtype:
+    """The float type in which the synaptic sums of int64 ``weights`` (out, in) are exact:
+    float32 where every partial sum of 0/1 inputs is provably below 2^24 (the largest row sum
+    of |w|), float64 otherwise (graded payloads are unbounded; the sums are checked)."""
+    if graded or weights.numel() == 0:
+        return torch.float64
+    bound = int(weights.abs().sum(1).max())
+    return torch.float32 if bound < EXACT_FLOAT32 else torch.float64
+
+
+def dense_sums(weights: Tensor, inputs: Tensor, graded: bool = False) -> Tensor:
+    """Σ w·x (..., out) for presynaptic outputs ``inputs`` (..., in), with ``weights`` already
+    in their ``sum_dtype``; exact integers as floats."""
+    payload = inputs if graded else (inputs != 0)
+    return payload.to(weights.dtype) @ weights.T
+
+
+def check_sums(total: Tensor) -> None:
+    """ValueError where a synaptic sum reached 2^31 (Lava's int32 accumulator wraps there;
+    float64 sums stay exact up to it)."""
+    if total.numel() and float(total.abs().max()) >= INT32_LIMIT:
+        raise ValueError("a synaptic sum reached 2^31, where Lava's int32 accumulator wraps")
+
+
 def dense_step(weights: Tensor, weight_exp: int, inputs: Tensor, graded: bool = False) -> Tensor:
     """The activation (B, out) int64 that presynaptic outputs ``inputs`` (B, in) produce
     through int64 ``weights`` (out, in); delivered one step later."""
-    payload = inputs if graded else (inputs != 0).to(torch.int64)
-    total = payload.to(torch.float64) @ weights.to(torch.float64).T
-    if total.numel() and float(total.abs().max()) >= INT32_LIMIT:  # keeps float64 exact too
-        raise ValueError("a synaptic sum reached 2^31, where Lava's int32 accumulator wraps")
+    total = dense_sums(weights.to(sum_dtype(weights, graded)), inputs, graded)
+    check_sums(total)
     return shift(total.to(torch.int64), weight_exp)

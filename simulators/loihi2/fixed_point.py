@@ -22,13 +22,14 @@ THRESHOLD_SHIFT = 6
 
 def decay(state: Tensor, factor: Tensor | int) -> Tensor:
     """tz(state·factor / 4096): the product truncated toward zero (e.g. −1·4095/4096 → 0)."""
-    product = state * factor
-    return torch.sign(product) * (product.abs() >> 12)
+    return torch.div(state * factor, DECAY_UNIT, rounding_mode="trunc")
 
 
 def shift(values: Tensor, exponent: Tensor | int) -> Tensor:
     """values·2^exponent: a left shift for exponent > 0, a floor (arithmetic) right shift for
     exponent < 0 (−7 with exponent −2 → −2)."""
+    if isinstance(exponent, int):
+        return values << exponent if exponent >= 0 else values >> -exponent
     exponent = torch.as_tensor(exponent, dtype=torch.int64)
     return torch.where(exponent >= 0, values << exponent.clamp(min=0),
                        values >> (-exponent).clamp(min=0))

@@ -37,6 +37,8 @@ from simulators.loihi2.network import LifNetwork, Trajectory, records_of
 CONNECTIONS = ("w_in", "w_rec")
 STOP_GRACE = 10.0
 """Seconds ``stop`` lets Lava shut down cleanly (freeing its shared memory) before killing."""
+STOPPED = "stopped"
+"""The child's answer to "stop"."""
 DEATH_CHECK = 0.1
 """Seconds between checks that the child still lives while a reply is awaited."""
 
@@ -247,12 +249,14 @@ def _serve(connection: Connection, network: LifNetwork, steps: int) -> None:
         if command == "stop":
             stopping.set()
             chip.stop()
-            reply(True, None)
+            reply(True, STOPPED)
             return
         try:
             if command == "run":
                 inputs, reset = args
                 for sample in inputs:
+                    if connection.poll():  # a command mid-batch: the parent gave up on it
+                        break
                     reply(True, chip.run_sample(sample, reset))
             else:
                 reply(True, getattr(chip, command)(*args))
@@ -284,11 +288,14 @@ def _await_reply(process: Any, connection: Connection, timeout: float) -> str:
 
 
 def _shutdown(process: Any, connection: Connection) -> None:
-    """Ask the child to stop Lava, wait up to ``STOP_GRACE`` s, then kill its process group."""
+    """Ask the child to stop Lava, wait up to ``STOP_GRACE`` s for it (skipping the replies of
+    a run the parent gave up on), then kill its process group."""
+    deadline = time.monotonic() + STOP_GRACE
     try:
         connection.send(("stop", ()))
-        if _await_reply(process, connection, STOP_GRACE) == "reply":
-            connection.recv()
+        while _await_reply(process, connection, deadline - time.monotonic()) == "reply":
+            if connection.recv() == (True, STOPPED):
+                break
     except (EOFError, OSError):
         pass
     finally:

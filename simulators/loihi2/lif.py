@@ -14,6 +14,7 @@ it on its first step and ignores later changes).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -56,17 +57,26 @@ class LifParameters:
     def size(self) -> int:
         return int(np.asarray(self.bias_mant).shape[0])
 
+    @cached_property
+    def bias(self) -> Tensor:
+        """(N,) int64 bias_mant·2^bias_exp (floor shift for negative exponents)."""
+        return shift(torch.as_tensor(self.bias_mant, dtype=torch.int64),
+                     torch.as_tensor(self.bias_exp, dtype=torch.int64))
+
 
 def lif_step(
     u: Tensor, v: Tensor, activation: Tensor, parameters: LifParameters
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One step of (B, N) int64 current u and voltage v with activation (B, N) int64 → the new
     u, v and the spikes s (B, N) bool."""
+    check_activation(activation)
+    u = wrap24(decay(u, DECAY_UNIT - (parameters.du + 1)) + (activation << ACTIVATION_SHIFT))
+    v = saturate24(decay(v, DECAY_UNIT - parameters.dv) + u + parameters.bias)
+    spikes = v > (parameters.vth << THRESHOLD_SHIFT)
+    return u, v.masked_fill(spikes, 0), spikes
+
+
+def check_activation(activation: Tensor) -> None:
+    """ValueError where an activation reached 2^25 (Lava's int32 a << 6 overflows there)."""
     if activation.numel() and int(activation.abs().max()) >= ACTIVATION_LIMIT:
         raise ValueError("an activation reached 2^25, where Lava's int32 a << 6 overflows")
-    bias = shift(torch.as_tensor(parameters.bias_mant, dtype=torch.int64),
-                 torch.as_tensor(parameters.bias_exp, dtype=torch.int64))
-    u = wrap24(decay(u, DECAY_UNIT - (parameters.du + 1)) + (activation << ACTIVATION_SHIFT))
-    v = saturate24(decay(v, DECAY_UNIT - parameters.dv) + u + bias)
-    spikes = v > (parameters.vth << THRESHOLD_SHIFT)
-    return u, torch.where(spikes, torch.zeros_like(v), v), spikes

@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from simulators.loihi2.atrlif import AtrlifParameters, atrlif_initial_state, atrlif_step
-from simulators.loihi2.dense import DenseWeights, dense_step
+from simulators.loihi2.dense import DenseWeights, check_sums, dense_sums, sum_dtype
+from simulators.loihi2.fixed_point import shift
 from simulators.loihi2.lif import LifParameters, lif_step
 
 PopulationParameters = LifParameters | AtrlifParameters
@@ -124,35 +125,57 @@ def emulate(
 ) -> tuple[Trajectory, ChipState]:
     """Run ``network`` on inputs (B, T, M) (0/1 spikes, or payloads for a graded first
     ``w_in``) from ``state`` (Lava's start state by default); returns what Lava's fixed_pt
-    models compute, step by step, and the state after the last step."""
-    x = torch.as_tensor(np.asarray(inputs), dtype=torch.int64)
-    batch, steps, _ = x.shape
+    models compute, step by step, and the state after the last step.
+
+    Layers run one after another over all steps (a chain has no feedback between layers): the
+    feed-forward Dense of a layer sums all steps of its source at once, only the recurrent
+    Dense runs step by step."""
+    source = torch.as_tensor(np.asarray(inputs), dtype=torch.int64)
+    batch = source.shape[0]
     state = ChipState.initial(network, batch) if state is None else state
-    neurons, pending = list(state.neurons), list(state.pending)
-    weights = [(_ints(layer.w_in), _ints(layer.w_rec)) for layer in network.layers]
-    record: list[dict[str, list[Tensor]]] = [
-        {name: [] for name in records_of(layer.neurons)} for layer in network.layers]
-    for t in range(steps):
-        spikes = []
-        for k, layer in enumerate(network.layers):
-            neurons[k], fired = population_step(layer.neurons, neurons[k], pending[k])
-            spikes.append(fired.to(torch.int64))
-            for name, value in (*neurons[k].items(), ("spikes", spikes[k])):
-                record[k][name].append(value)
-        for k, layer in enumerate(network.layers):
-            source = x[:, t] if k == 0 else spikes[k - 1]
-            pending[k] = dense_step(weights[k][0], layer.w_in.weight_exp, source,
-                                    layer.w_in.graded)
-            if layer.w_rec is not None:
-                pending[k] = pending[k] + dense_step(weights[k][1], layer.w_rec.weight_exp,
-                                                     spikes[k], layer.w_rec.graded)
-    trajectory = Trajectory([
-        {name: torch.stack(values, 1).numpy() if values else
-         np.zeros((batch, 0, layer.neurons.size), dtype=np.int64)
-         for name, values in per_layer.items()}
-        for per_layer, layer in zip(record, network.layers)])
-    return trajectory, ChipState(neurons, pending)
+    layers, neurons, pending = [], list(state.neurons), list(state.pending)
+    for k, layer in enumerate(network.layers):
+        records, neurons[k], pending[k] = _run_layer(layer, source, neurons[k], pending[k])
+        layers.append({name: values.numpy() for name, values in records.items()})
+        source = records["spikes"]
+    return Trajectory(layers), ChipState(neurons, pending)
 
 
-def _ints(connection: DenseWeights | None) -> Tensor | None:
-    return None if connection is None else torch.as_tensor(connection.weights, dtype=torch.int64)
+def _run_layer(layer: LifLayer, source: Tensor, states: dict[str, Tensor], pending: Tensor,
+               ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+    """One population over all steps of its source's outputs (B, T, M): its records (B, T, N)
+    int64, its final states and the activation pending after the last step."""
+    feedforward = _Connection(layer.w_in).activations(source)
+    recurrent = None if layer.w_rec is None else _Connection(layer.w_rec)
+    record: dict[str, list[Tensor]] = {name: [] for name in records_of(layer.neurons)}
+    for t in range(source.shape[1]):
+        states, fired = population_step(layer.neurons, states, pending)
+        spikes = fired.to(torch.int64)
+        for name, value in (*states.items(), ("spikes", spikes)):
+            record[name].append(value)
+        pending = feedforward[:, t]
+        if recurrent is not None:
+            pending = pending + recurrent.activations(spikes)
+    size = layer.neurons.size
+    stacked = {name: torch.stack(values, 1) if values else
+               torch.zeros((source.shape[0], 0, size), dtype=torch.int64)
+               for name, values in record.items()}
+    return stacked, states, pending
+
+
+class _Connection:
+    """A Dense connection ready to run: its weights in the float type where its sums are
+    exact (``sum_dtype``), and whether those sums need Lava's int32 check."""
+
+    def __init__(self, dense: DenseWeights) -> None:
+        weights = torch.as_tensor(dense.weights, dtype=torch.int64)
+        dtype = sum_dtype(weights, dense.graded)
+        self.weights, self.exponent, self.graded = weights.to(dtype), dense.weight_exp, dense.graded
+        self.checked = dtype == torch.float64  # float32 sums are provably below 2^24
+
+    def activations(self, outputs: Tensor) -> Tensor:
+        """The activations (..., out) int64 presynaptic ``outputs`` (..., in) produce."""
+        total = dense_sums(self.weights, outputs, self.graded)
+        if self.checked:
+            check_sums(total)
+        return shift(total.to(torch.int64), self.exponent)
