@@ -15,7 +15,7 @@ from simulators.loihi2.atrlif import AtrlifParameters
 from simulators.loihi2.lava_run import lava_arguments, run_in_lava
 from simulators.loihi2.lif import LifParameters, lif_step
 from simulators.loihi2.network import LifLayer, LifNetwork, Trajectory, emulate
-from test_loihi2_models import random_atrlif
+from loihi_random import random_atrlif, random_dense
 
 LAVA_TIMEOUT = 300.0  # seconds for one isolated Lava run
 STEPS = 500
@@ -111,20 +111,7 @@ def random_network(rng: np.random.Generator, inputs: int, sizes: list[int], regi
             bias_exp=rng.integers(0 if regime == "busy" else -7, 8, size))
 
     def dense(out: int, into: int) -> tuple[np.ndarray, DenseWeights]:
-        if regime == "extreme":  # the legal extremes, strongly amplified
-            raw = rng.choice([-300, -256, -255, 254, 255, 300], size=(out, into))
-            exponent, bits, mode = 7, 8, "mixed"
-        else:
-            raw = rng.uniform(-300, 300, (out, into))  # floats, some beyond the clip range
-            exponent = int(rng.integers(-8, 8)) if regime == "wide" else int(rng.integers(0, 4))
-            bits = int(rng.integers(1, 9))
-            modes = [None, "mixed", "excitatory"] + (["inhibitory"] if regime == "wide" else [])
-            mode = rng.choice(np.array(modes, dtype=object))
-            if mode == "excitatory":
-                raw = np.abs(raw)
-            elif mode == "inhibitory":
-                raw = -np.abs(raw)
-        return raw, DenseWeights.prepare(raw, exponent, bits, mode)
+        return random_dense(rng, out, into, regime)
 
     layers, raws, width = [], [], inputs
     for index, size in enumerate(sizes):

@@ -21,6 +21,7 @@ from simulators.loihi2.isolation import call_isolated
 from simulators.loihi2.lava_models_run import run_atrlif_in_lava, run_rf_in_lava
 from simulators.loihi2.lif import LifParameters, lif_step
 from simulators.loihi2.rf import RfParameters, rf_decays, rf_step
+from loihi_random import random_atrlif, random_dense
 
 LAVA_TIMEOUT = 120.0  # seconds for one isolated Lava run (one takes about 4 s here)
 STEPS = 400
@@ -182,47 +183,6 @@ def test_rf_scales_toward_zero_shifts_inputs_and_clips() -> None:
 # --- parity with real Lava ------------------------------------------------------------------
 
 
-def random_dense(rng: np.random.Generator, out: int, regime: str) -> tuple[np.ndarray,
-                                                                            DenseWeights]:
-    """Raw initial weights (Lava preprocesses them itself) and what the emulator holds: over
-    the legal range with exponents (``wide``), moderate (``busy``), or the extremes strongly
-    amplified (``extreme``)."""
-    if regime == "extreme":
-        raw = rng.choice([-300, -256, -255, 254, 255, 300], size=(out, INPUTS))
-        return raw, DenseWeights.prepare(raw, 7, 8, "mixed")
-    raw = rng.uniform(-300, 300, (out, INPUTS))  # floats, some beyond the clip range
-    exponent = int(rng.integers(-8, 8)) if regime == "wide" else int(rng.integers(0, 4))
-    bits = int(rng.integers(1, 9))
-    modes = [None, "mixed", "excitatory"] + (["inhibitory"] if regime == "wide" else [])
-    mode = rng.choice(np.array(modes, dtype=object))
-    if mode == "excitatory":
-        raw = np.abs(raw)
-    elif mode == "inhibitory":
-        raw = -np.abs(raw)
-    return raw, DenseWeights.prepare(raw, exponent, bits, mode)
-
-
-def fraction(rng: np.random.Generator, high: float = 1.0) -> float:
-    """A decay fraction: mostly off the 1/4096 grid, sometimes an edge of the range."""
-    if rng.random() < 0.2:
-        return float(rng.choice([0.0, 1 / 4096, 4095 / 4096, 1.0]))
-    return float(rng.uniform(0.0, high))
-
-
-def random_atrlif(rng: np.random.Generator, size: int, regime: str) -> AtrlifParameters:
-    if regime == "busy":
-        deltas = [fraction(rng, 0.5) for _ in range(4)]
-        theta_0, theta_step = rng.uniform(0, 100), rng.uniform(0, 30)
-        bias_mant, bias_exp = rng.integers(-256, 1024, size), rng.integers(0, 4, size)
-    else:
-        deltas = [fraction(rng) for _ in range(4)]
-        if regime == "extreme":
-            deltas[1] = 0.0  # no voltage leak: v runs into saturation
-        theta_0, theta_step = rng.uniform(0, 4096), rng.uniform(0, 4096)
-        bias_mant, bias_exp = rng.integers(-4096, 4096, size), rng.integers(-7, 8, size)
-    return AtrlifParameters(*deltas, float(theta_0), float(theta_step), bias_mant, bias_exp)
-
-
 def random_rf(rng: np.random.Generator, regime: str) -> RfParameters:
     if regime == "busy":
         return RfParameters(float(rng.uniform(3, 20)), float(rng.uniform(0, 0.1)), 6, 12,
@@ -294,7 +254,7 @@ ATRLIF_CASES = [(1, "wide", False), (7, "busy", True), (64, "wide", True), (64, 
 def test_atrlif_equals_lava_fixed_pt_at_every_step(size: int, regime: str,
                                                    initial_state: bool) -> None:
     rng = np.random.default_rng(1000 + size * 31 + len(regime))  # fixed seeds: deterministic
-    raw, connection = random_dense(rng, size, regime)
+    raw, connection = random_dense(rng, size, INPUTS, regime)
     parameters = random_atrlif(rng, size, regime)
     inputs = (rng.random((STEPS, INPUTS)) < RATES[regime]).astype(np.int64)
     initial = None
@@ -323,8 +283,8 @@ RF_CASES = [(1, "wide", True), (7, "busy", True), (7, "busy", False), (64, "wide
 def test_rf_equals_lava_fixed_pt_at_every_step(size: int, regime: str,
                                                imaginary_input: bool) -> None:
     rng = np.random.default_rng(2000 + size * 31 + len(regime) + imaginary_input)
-    raw_real, real_connection = random_dense(rng, size, regime)
-    raw_imag, imag_connection = random_dense(rng, size, regime)
+    raw_real, real_connection = random_dense(rng, size, INPUTS, regime)
+    raw_imag, imag_connection = random_dense(rng, size, INPUTS, regime)
     if not imaginary_input:  # a_imag_in left unconnected: Lava delivers zeros there
         imag_connection = None
     parameters = random_rf(rng, regime)

@@ -57,7 +57,7 @@ SHIFT = 64.0
 v_int > 64·vth)."""
 STATE_UNIT = WEIGHT_UNIT * SHIFT
 """2^18: Lava state integers per host unit."""
-_DECAY = 4096.0
+DECAY_UNIT = 4096.0
 """Lava's decay scale: x ← tz(x·(4096 − δ)/4096)."""
 _LIMIT = 2.0**23
 """u_int wraps once past ±2^23; v_int saturates at ±(2^23 − 1)."""
@@ -94,18 +94,15 @@ class _LavaLIF(NeuronModel):
         """Lava's u and v update: host-unit tensors (..., N) → (u_int, v_int) float64, where
         ``v_kept`` is the voltage after any reset."""
         scaled = WEIGHT_UNIT * current.double()
-        activation = _straight(scaled, torch.floor(scaled))
-        u = _decay(STATE_UNIT * u_prev.double(), 4095 - self.du) + SHIFT * activation
-        wrapped = torch.where(
-            u > _LIMIT, u - 2 * _LIMIT, torch.where(u <= -_LIMIT, u + 2 * _LIMIT, u)
-        )
-        u = _straight(u, wrapped)
-        v = _decay(STATE_UNIT * v_kept.double(), 4096 - self.dv) + u
-        return u, _straight(v, v.clamp(1.0 - _LIMIT, _LIMIT - 1.0))
+        activation = straight_through(scaled, torch.floor(scaled))
+        u = decay_toward_zero(STATE_UNIT * u_prev.double(), 4095 - self.du) + SHIFT * activation
+        u = wrap24(u)
+        v = decay_toward_zero(STATE_UNIT * v_kept.double(), 4096 - self.dv) + u
+        return u, saturate24(v)
 
     def _jacobian_matrix(self, v_keep: Tensor | float, like: Tensor) -> Tensor:
         """A = [[αu, 0], [αu, v_keep]] (2, 2, ..., N)."""
-        alpha_u = (4095 - self.du) / _DECAY
+        alpha_u = (4095 - self.du) / DECAY_UNIT
         return stack_matrix([[alpha_u, 0.0], [alpha_u, v_keep]], like)
 
 
@@ -126,7 +123,7 @@ class LoihiLIF(_LavaLIF):
         u_prev, v_prev = state
         u, v = self._integrate(current, u_prev, (1.0 - spike_prev.double()) * v_prev.double())
         z = spike((v - SHIFT * self.vth) / STATE_UNIT, _PSI)
-        return (_host(u, current), _host(v, current)), z.to(current.dtype)
+        return (to_host(u, current), to_host(v, current)), z.to(current.dtype)
 
     def jacobians(
         self, current: Tensor, state: State, spike_prev: Tensor, coeffs: Coefficients
@@ -136,7 +133,7 @@ class LoihiLIF(_LavaLIF):
         _, v = self._integrate(current, u_prev, kept * v_prev)
         psi = _PSI((v - SHIFT * self.vth) / STATE_UNIT).to(current.dtype)
         return StepJacobians(
-            A=self._jacobian_matrix(kept * ((4096 - self.dv) / _DECAY), current),
+            A=self._jacobian_matrix(kept * ((4096 - self.dv) / DECAY_UNIT), current),
             c=stack_vector([1.0, 1.0], current),
             K=current.new_zeros((0, 2, *current.shape)),
             dz_ds=stack_vector([0.0, psi], current),
@@ -159,15 +156,15 @@ class LoihiLI(_LavaLIF):
     ) -> tuple[State, Tensor]:
         u_prev, v_prev = state
         u, v = self._integrate(current, u_prev, v_prev)
-        v = _straight(v, torch.where(v > SHIFT * self.vth, torch.zeros_like(v), v))
-        output = _host(v, current)
-        return (_host(u, current), output), output
+        v = straight_through(v, torch.where(v > SHIFT * self.vth, torch.zeros_like(v), v))
+        output = to_host(v, current)
+        return (to_host(u, current), output), output
 
     def jacobians(
         self, current: Tensor, state: State, spike_prev: Tensor, coeffs: Coefficients
     ) -> StepJacobians:
         return StepJacobians(
-            A=self._jacobian_matrix((4096 - self.dv) / _DECAY, current),
+            A=self._jacobian_matrix((4096 - self.dv) / DECAY_UNIT, current),
             c=stack_vector([1.0, 1.0], current),
             K=current.new_zeros((0, 2, *current.shape)),
             dz_ds=stack_vector([0.0, 1.0], current),
@@ -180,17 +177,31 @@ def _check_integer(name: str, value: int, low: int, high: int) -> None:
         raise ValueError(f"{name}={value!r} must be an integer in [{low}, {high}]")
 
 
-def _straight(x: Tensor, exact: Tensor) -> Tensor:
+def straight_through(x: Tensor, exact: Tensor) -> Tensor:
     """The value of ``exact`` with the derivative of ``x`` (straight-through)."""
     return exact.detach() + (x - x.detach())
 
 
-def _decay(x: Tensor, keep: int) -> Tensor:
-    """tz(x·keep/4096), straight-through."""
-    product = x * (keep / _DECAY)
-    return _straight(product, torch.trunc(product))
+def decay_toward_zero(x: Tensor, keep: int) -> Tensor:
+    """tz(x·keep/4096) with an integer ``keep``, straight-through (exact in float64 while
+    |x·keep| < 2^53)."""
+    product = x * (keep / DECAY_UNIT)
+    return straight_through(product, torch.trunc(product))
 
 
-def _host(state: Tensor, like: Tensor) -> Tensor:
+def wrap24(x: Tensor) -> Tensor:
+    """Lava's one-shot 24-bit wrap of a current (float64 integers), straight-through:
+    x − 2^24 where x > 2^23, x + 2^24 where x <= −2^23."""
+    span = 2 * _LIMIT
+    return straight_through(x, torch.where(x > _LIMIT, x - span,
+                                           torch.where(x <= -_LIMIT, x + span, x)))
+
+
+def saturate24(x: Tensor) -> Tensor:
+    """Clip a voltage (float64 integers) to ±(2^23 − 1), straight-through."""
+    return straight_through(x, x.clamp(1.0 - _LIMIT, _LIMIT - 1.0))
+
+
+def to_host(state: Tensor, like: Tensor) -> Tensor:
     """A Lava integer state (float64) in host units, in the dtype of ``like``."""
     return (state / STATE_UNIT).to(like.dtype)

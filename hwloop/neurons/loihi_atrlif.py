@@ -71,16 +71,22 @@ from hwloop.neurons.base import (
     stack_matrix,
     stack_vector,
 )
-from hwloop.neurons.loihi import SHIFT, STATE_UNIT, WEIGHT_UNIT
+from hwloop.neurons.loihi import (
+    DECAY_UNIT,
+    SHIFT,
+    STATE_UNIT,
+    WEIGHT_UNIT,
+    decay_toward_zero,
+    saturate24,
+    straight_through,
+    to_host,
+    wrap24,
+)
 from hwloop.neurons.surrogates import slayer
 
 _PSI = slayer(5.0, 0.2)
-_DECAY = 4096.0
-"""Lava's decay scale 2^12 (the deltas are fractions of it)."""
 _CURRENT_OFFSET = 1.0
 """Lava's ``ds_offset``: the current keeps (4096 − δi·4096 − 1)/4096 per step."""
-_LIMIT = 2.0**23
-"""i_int wraps once past ±2^23; v_int saturates at ±(2^23 − 1)."""
 _INT32_MAX = 2**31 - 1
 """θ0 and θ_step must fit Lava's int32 (and be ≥ 0)."""
 
@@ -130,13 +136,13 @@ class LoihiATRLIF(NeuronModel):
     @property
     def current_factor(self) -> float:
         """Fi = 4096 − (δi·4096 + 1), kept as a float64 as Lava does."""
-        return _DECAY - (float(self.delta_i) * _DECAY + _CURRENT_OFFSET)
+        return DECAY_UNIT - (float(self.delta_i) * DECAY_UNIT + _CURRENT_OFFSET)
 
     @property
     def integer_factors(self) -> tuple[int, int, int]:
         """(Fv, Fθ, Fr) = trunc(4096 − δ·4096) for v, θ and r."""
         return tuple(
-            int(_DECAY - float(delta) * _DECAY)
+            int(DECAY_UNIT - float(delta) * DECAY_UNIT)
             for delta in (self.delta_v, self.delta_theta, self.delta_r)
         )  # type: ignore[return-value]
 
@@ -156,7 +162,7 @@ class LoihiATRLIF(NeuronModel):
         new = self._integrate(current, state, spike_prev)
         margin = new[1] - new[3] - new[2] - self.scaled_theta_0  # Lava integers, exact
         z = _spike_at_least(margin / STATE_UNIT)
-        return tuple(_host(x, current) for x in new), z.to(current.dtype)
+        return tuple(to_host(x, current) for x in new), z.to(current.dtype)
 
     def jacobians(
         self, current: Tensor, state: State, spike_prev: Tensor, coeffs: Coefficients
@@ -164,8 +170,8 @@ class LoihiATRLIF(NeuronModel):
         with torch.no_grad():
             _, v, theta, r = self._integrate(current, state, spike_prev)
             psi = _PSI((v - r - theta - self.scaled_theta_0) / STATE_UNIT).to(current.dtype)
-        alpha_i = self.current_factor / _DECAY
-        alpha_v, alpha_theta, alpha_r = (f / _DECAY for f in self.integer_factors)
+        alpha_i = self.current_factor / DECAY_UNIT
+        alpha_v, alpha_theta, alpha_r = (f / DECAY_UNIT for f in self.integer_factors)
         return StepJacobians(
             A=stack_matrix(
                 [
@@ -190,17 +196,14 @@ class LoihiATRLIF(NeuronModel):
         z = spike_prev.double()
         factor_v, factor_theta, factor_r = self.integer_factors
         scaled = WEIGHT_UNIT * current.double()
-        activation = _straight(scaled, torch.floor(scaled))
+        activation = straight_through(scaled, torch.floor(scaled))
         product = i_prev * self.current_factor  # the float64 product Lava truncates
-        i = _truncate(_truncate(product) / _DECAY) + SHIFT * activation
-        wrapped = torch.where(
-            i > _LIMIT, i - 2 * _LIMIT, torch.where(i <= -_LIMIT, i + 2 * _LIMIT, i)
-        )
-        i = _straight(i, wrapped)
-        v = _decay(v_prev, factor_v) + i
-        v = _straight(v, v.clamp(1.0 - _LIMIT, _LIMIT - 1.0))
-        theta = _decay(theta_prev + self.scaled_theta_step * z, factor_theta)
-        r = _decay(r_prev + 2.0 * (theta_prev + self.scaled_theta_0) * z, factor_r)
+        i = _truncate(_truncate(product) / DECAY_UNIT) + SHIFT * activation
+        i = wrap24(i)
+        v = decay_toward_zero(v_prev, factor_v) + i
+        v = saturate24(v)
+        theta = decay_toward_zero(theta_prev + self.scaled_theta_step * z, factor_theta)
+        r = decay_toward_zero(r_prev + 2.0 * (theta_prev + self.scaled_theta_0) * z, factor_r)
         return i, v, theta, r
 
 
@@ -210,20 +213,9 @@ def _scaled(value: float) -> int:
     return int(product) if math.isfinite(product) else _INT32_MAX + 1
 
 
-def _straight(x: Tensor, exact: Tensor) -> Tensor:
-    """The value of ``exact`` with the derivative of ``x`` (straight-through)."""
-    return exact.detach() + (x - x.detach())
-
-
 def _truncate(x: Tensor) -> Tensor:
     """tz(x), straight-through."""
-    return _straight(x, torch.trunc(x))
-
-
-def _decay(x: Tensor, factor: int) -> Tensor:
-    """tz(x·factor/4096) with an integer factor, straight-through (x·factor/4096 is exact in
-    float64 while x·factor < 2^53)."""
-    return _truncate(x * (factor / _DECAY))
+    return straight_through(x, torch.trunc(x))
 
 
 def _spike_at_least(x: Tensor) -> Tensor:
@@ -235,6 +227,3 @@ def _spike_at_least(x: Tensor) -> Tensor:
     return fired + (x - x.detach()) * _PSI(x.detach())
 
 
-def _host(state: Tensor, like: Tensor) -> Tensor:
-    """A Lava integer state (float64) in host units, in the dtype of ``like``."""
-    return (state / STATE_UNIT).to(like.dtype)

@@ -1,8 +1,9 @@
 """Loihi 2 as real Lava processes: ``open_backend("loihi2-lava")`` (docs/loihi2.md).
 
 The same device as the ``loihi2`` emulator — the same weight format, exponents and clipping,
-the same ``run`` alignment — but the network runs in Lava 0.10.0's own fixed-point Dense and
-LIF models (``Loihi2SimCfg(select_tag="fixed_pt")``) in a child process (``LavaChip``). The
+the same ``run`` alignment — but the network runs in Lava 0.10.0's own fixed-point Dense,
+LIF and ATRLIF models (``Loihi2SimCfg(select_tag="fixed_pt")``) in a child process
+(``LavaChip``). The
 Lava network is built at the first ``run`` with the weights held then and kept alive until
 ``close``; every later write goes to its Dense processes through the fast path and what they
 hold is read back from them. A network that a run needs longer than the live one was built
