@@ -18,9 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-if importlib.util.find_spec("lava") is None:
-    pytest.skip("lava-nc is not installed: the live Lava chip cannot run", allow_module_level=True)
-
 from hwloop.quantize import lava_dense_weights
 from simulators.loihi2.dense import DenseWeights
 from simulators.loihi2.lava_chip import STOP_GRACE, LavaChip, LavaChipError

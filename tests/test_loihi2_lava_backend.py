@@ -26,16 +26,7 @@ from hwloop.training import TrainingCallbacks, plan_training, resume, run_plan, 
 from hwloop.trainer import make_network
 from simulators.loihi2.backend import Loihi2Backend
 
-try:
-    from simulators.loihi2.lava_backend import Loihi2LavaBackend, require_lava
-
-    require_lava()
-    LAVA_MISSING = ""
-except ValueError as error:
-    LAVA_MISSING = str(error)
-if LAVA_MISSING:
-    print(f"skipping the Lava backend tests: {LAVA_MISSING}")
-needs_lava = pytest.mark.skipif(bool(LAVA_MISSING), reason=LAVA_MISSING)
+from simulators.loihi2.lava_backend import Loihi2LavaBackend
 
 SETTINGS = dict(task="cue", neuron="loihi_lif", dtype="float64", hidden=[16], epochs=2,
                 batch_size=16, task_options={"num_samples": 64}, seed=3)
@@ -46,7 +37,6 @@ def lava_config(**changes: object):
                         **{**SETTINGS, **changes})
 
 
-@needs_lava
 def test_training_on_lava_matches_its_replay_and_the_emulator(tmp_path: Path) -> None:
     record = train(lava_config(), tmp_path / "run")
     training = record.updates[1:]
@@ -70,7 +60,6 @@ def test_training_on_lava_matches_its_replay_and_the_emulator(tmp_path: Path) ->
     assert accuracy == record.epochs[-1].test_accuracy
 
 
-@needs_lava
 def test_a_lava_process_killed_mid_run_stops_it_and_resume_gives_the_same_result(
         tmp_path: Path) -> None:
     plan = plan_training(lava_config(), tmp_path / "killed", checkpoint_every=2)
@@ -133,7 +122,6 @@ def _live_in_session(session: int) -> list[int]:
             if in_session == session and state != "Z"]
 
 
-@needs_lava
 @pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_lava_runs_stops_every_lava_process_in_one_line(
         tmp_path: Path, signum: int, status: int) -> None:

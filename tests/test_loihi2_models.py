@@ -29,26 +29,6 @@ INPUTS = 12
 MAX = STATE_LIMIT - 1  # the saturation limit ±(2^23 − 1)
 
 
-def _lava_missing() -> str | None:
-    """Why Lava's ATRLIF and RF cannot be imported here (None: they can)."""
-    try:
-        import hwloop  # noqa: F401  (the Python 3.11 import fix)
-        from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: F401
-        from lava.proc.atrlif.process import ATRLIF  # noqa: F401
-        from lava.proc.rf.process import RF  # noqa: F401
-    except Exception as error:  # any failure means: no parity tests here
-        return f"{type(error).__name__}: {error}"
-    return None
-
-
-LAVA_MISSING = _lava_missing()
-if LAVA_MISSING:
-    print(f"test_loihi2_models: skipping the Lava parity tests, lava cannot be imported "
-          f"({LAVA_MISSING})")
-requires_lava = pytest.mark.skipif(
-    LAVA_MISSING is not None, reason=f"lava cannot be imported: {LAVA_MISSING}")
-
-
 def ints(*values: int) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.int64)
 
@@ -249,7 +229,6 @@ ATRLIF_CASES = [(1, "wide", False), (7, "busy", True), (64, "wide", True), (64, 
                 (7, "extreme", False)]
 
 
-@requires_lava
 @pytest.mark.parametrize("size,regime,initial_state", ATRLIF_CASES)
 def test_atrlif_equals_lava_fixed_pt_at_every_step(size: int, regime: str,
                                                    initial_state: bool) -> None:
@@ -278,7 +257,6 @@ RF_CASES = [(1, "wide", True), (7, "busy", True), (7, "busy", False), (64, "wide
             (64, "busy", True), (16, "extreme", True)]
 
 
-@requires_lava
 @pytest.mark.parametrize("size,regime,imaginary_input", RF_CASES)
 def test_rf_equals_lava_fixed_pt_at_every_step(size: int, regime: str,
                                                imaginary_input: bool) -> None:
