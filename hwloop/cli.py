@@ -182,6 +182,7 @@ def train(
                          epochs=options["epochs"] if resume else None,
                          checkpoint_every=checkpoint_every)
     if dry_run:
+        plan.trainer.close()
         _print_plan(plan, as_json)
         return
     console = Console(stderr=True)

@@ -20,7 +20,7 @@ from hwloop.config import build_config
 from hwloop.errors import RunError
 from hwloop.learning.losses import PredictionAccumulator
 from hwloop.runs import read_run
-from hwloop.session import network_groups
+from hwloop.session import HILSession, network_groups
 from hwloop.tasks import make_task
 from hwloop.training import TrainingCallbacks, plan_training, resume, run_plan, train
 from hwloop.trainer import make_network
@@ -144,3 +144,27 @@ def test_a_signal_during_lava_runs_stops_every_lava_process_in_one_line(
     assert process.returncode == status, stderr
     assert stderr.count("\n") == 1 and signal.Signals(signum).name in stderr, stderr
     assert _live_in_session(chip) == []
+
+
+def test_the_weights_live_on_the_lava_chip_from_the_first_write() -> None:
+    config = lava_config()
+    network = make_network(config, 12, 3)
+    with Loihi2LavaBackend(timeout=120.0) as backend:
+        session = HILSession(network, backend, "direct", 1.0, 0)  # forward=host: no runs
+        session.begin()
+        assert backend.chip is not None  # built once every matrix was written
+        for name in ("hidden.0.w_in", "hidden.0.w_rec", "readout.w_in"):
+            index, connection = backend._place(name)
+            np.testing.assert_array_equal(backend.chip.read(index, connection),
+                                          backend.dense(name).weights)
+        before = backend.dense("hidden.0.w_rec").weights
+        session.before_update()
+        with torch.no_grad():  # as an optimizer step would
+            network.hidden[0].w_rec.mul_(-1.0)
+        session.after_update(1)  # written to Lava and read back from it
+        assert not np.array_equal(backend.dense("hidden.0.w_rec").weights, before)
+        np.testing.assert_array_equal(backend.chip.read(0, "w_rec"),
+                                      backend.dense("hidden.0.w_rec").weights)
+        np.testing.assert_array_equal(
+            network.hidden[0].w_rec.detach().numpy(), backend.read("hidden.0.w_rec"))
+    assert backend.chip is None

@@ -3,11 +3,11 @@
 The same device as the ``loihi2`` emulator — the same weight format, exponents and clipping,
 the same ``run`` alignment — but the network runs in Lava 0.10.0's own fixed-point Dense,
 LIF and ATRLIF models (``Loihi2SimCfg(select_tag="fixed_pt")``) in a child process
-(``LavaChip``). The
-Lava network is built at the first ``run`` with the weights held then and kept alive until
-``close``; every later write goes to its Dense processes through the fast path and what they
-hold is read back from them. A network that a run needs longer than the live one was built
-for is rebuilt. Lava failing, dying or hanging (beyond ``timeout``) raises ``RunError``.
+(``LavaChip``). Once the network is declared and every one of its weight matrices written,
+the Lava network is built with them and kept alive until ``close``: every later write goes to
+its Dense processes through the fast path, and ``read`` returns what they hold, read back from
+them. A run that needs longer samples than the live network was built for rebuilds it with
+the weights it holds. Lava failing, dying or hanging (beyond ``timeout``) raises ``RunError``.
 """
 
 from __future__ import annotations
@@ -55,15 +55,27 @@ class Loihi2LavaBackend(Loihi2Backend):
         self.chip: LavaChip | None = None
 
     def _store(self, layer: str, integers: np.ndarray) -> None:
-        if self.chip is None:
-            super()._store(layer, integers)
-            return
-        index, connection = self._place(layer)
         try:
-            self.held[layer] = self.chip.write(index, connection, integers)
+            if self.chip is not None:
+                index, connection = self._place(layer)
+                self.held[layer] = self.chip.write(index, connection, integers)
+                return
+            super()._store(layer, integers)
+            if self.groups and self._complete():
+                self._start(1)  # the weights now live on the chip
         except LavaChipError as error:
             self.chip = None
             raise RunError(f"Loihi 2 (Lava) failed: {error}") from None
+
+    def _complete(self) -> bool:
+        """Whether every weight matrix of the declared network has been written."""
+        return all(name in self.held for group in self.groups
+                   for name in self._weights_of(group))
+
+    def _start(self, steps: int) -> None:
+        """(Re)build the Lava network with the held weights, for samples of up to ``steps``."""
+        self.close()
+        self.chip = LavaChip(self.network(), steps, self.timeout).start()
 
     def _place(self, layer: str) -> tuple[int, str]:
         """(population index, ``w_in`` or ``w_rec``) of a weight layer such as
@@ -76,8 +88,7 @@ class Loihi2LavaBackend(Loihi2Backend):
         steps = inputs.shape[1]
         try:
             if self.chip is None or self.chip.steps < steps:
-                self.close()
-                self.chip = LavaChip(network, steps, self.timeout).start()
+                self._start(steps)
             return self.chip.run(inputs)
         except LavaChipError as error:
             self.chip = None
