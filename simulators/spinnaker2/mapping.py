@@ -9,9 +9,9 @@ traces (ε^a, ē, E) per input and recurrent synapse, ε^v per presynaptic input
 
 ``map_network`` places a network on PEs: PE 0 is the input source, the worker PEs hold slices
 of the hidden neurons (12 each by default, the spec's split) with every synapse into them
-(weights, optimizer state, traces), the last PE is the readout. Every region is allocated in its PE's ``Sram``; a placement that does
-not fit raises ``SramOverflowError`` with the table of the PE that overflowed, before any tick
-runs.
+(weights, optimizer state, traces), the last PE is the readout. Every region is placed in
+its PE's ``Sram``; a placement that does not fit raises ``SramOverflowError`` with the table
+of the PE that overflowed, before any tick runs.
 """
 
 from __future__ import annotations
