@@ -1,0 +1,100 @@
+"""Weight formats on the SpiNNaker 2 link and in PE SRAM (spec A4.3).
+
+| format | bytes per weight | value |
+|---|---|---|
+| ``f32`` | 4 | IEEE float32, little-endian |
+| ``s16.15`` | 4 | int32 raw, value = raw / 2^15; round to nearest, saturate at the int32 ends |
+| ``int8`` | 1 | level −127..127 × the projection's scale max|W|/127 |
+| ``int4`` | ½ | level −7..7 × the projection's scale max|W|/7; two per byte, low nibble first |
+
+``int8`` and ``int4`` use hwloop's symmetric quantizer (``hwloop.quantize.symmetric_levels``),
+the one the PCM backend uses, so both devices see identical 4-bit weights. ``encode`` turns
+float weights into the bytes a PE stores (and its scale); ``decode`` turns those bytes back
+into the weights the device computes with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwloop.quantize import symmetric_levels
+
+FORMATS = ("f32", "s16.15", "int8", "int4")
+FRACTION_BITS = 15
+"""s16.15: 15 fractional bits."""
+_INT32 = np.iinfo(np.int32)
+_LEVEL_BITS = {"int8": 8, "int4": 4}
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Weights as a PE stores them.
+
+    Attributes:
+        payload: the bytes (little-endian).
+        scale: weight per level (int8, int4); 1.0 for f32 and s16.15.
+        saturated: weights that lay beyond the format's range and were stored at its end.
+    """
+
+    payload: bytes
+    scale: float
+    saturated: int
+
+
+def payload_bytes(count: int, fmt: str) -> int:
+    """Bytes that ``count`` weights take in format ``fmt``."""
+    _check_format(fmt)
+    return (count + 1) // 2 if fmt == "int4" else count * (1 if fmt == "int8" else 4)
+
+
+def encode(weights: np.ndarray, fmt: str) -> Encoded:
+    """Float weights (any shape, finite) → what a PE stores, in C order (ValueError for NaN,
+    inf or an unknown format)."""
+    _check_format(fmt)
+    values = np.asarray(weights, dtype=np.float64).ravel()
+    if not np.isfinite(values).all():
+        raise ValueError("weights contain NaN or inf")
+    if fmt == "f32":
+        stored = values.astype("<f4")
+        saturated = int((np.abs(values) > np.finfo(np.float32).max).sum())
+        return Encoded(stored.tobytes(), 1.0, saturated)
+    if fmt == "s16.15":
+        raw = np.rint(np.ldexp(values, FRACTION_BITS))
+        saturated = int(((raw < _INT32.min) | (raw > _INT32.max)).sum())
+        return Encoded(np.clip(raw, _INT32.min, _INT32.max).astype("<i4").tobytes(), 1.0,
+                       saturated)
+    levels, scale = symmetric_levels(values[None, :], _LEVEL_BITS[fmt])
+    levels = levels.ravel()
+    if fmt == "int8":
+        return Encoded(levels.astype("<i1").tobytes(), float(scale.item()), 0)
+    nibbles = (levels & 0xF).astype(np.uint8)  # two's complement in 4 bits
+    if nibbles.size % 2:
+        nibbles = np.append(nibbles, np.uint8(0))
+    return Encoded((nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes(),
+                   float(scale.item()), 0)
+
+
+def decode(payload: bytes, count: int, fmt: str, scale: float = 1.0) -> np.ndarray:
+    """The ``count`` weights (float64, flat, C order) that ``payload`` holds in ``fmt``
+    (ValueError if the payload has the wrong length)."""
+    expected = payload_bytes(count, fmt)
+    if len(payload) != expected:
+        raise ValueError(f"{count} weights in {fmt} take {expected} bytes, got {len(payload)}")
+    if fmt == "f32":
+        return np.frombuffer(payload, dtype="<f4").astype(np.float64)
+    if fmt == "s16.15":
+        return np.ldexp(np.frombuffer(payload, dtype="<i4").astype(np.float64), -FRACTION_BITS)
+    if fmt == "int8":
+        return np.frombuffer(payload, dtype="<i1").astype(np.float64) * scale
+    packed = np.frombuffer(payload, dtype=np.uint8)
+    nibbles = np.empty(packed.size * 2, dtype=np.int64)
+    nibbles[0::2], nibbles[1::2] = packed & 0xF, packed >> 4
+    levels = np.where(nibbles >= 8, nibbles - 16, nibbles)[:count]
+    return levels.astype(np.float64) * scale
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown weight format {fmt!r} (choose from: {', '.join(FORMATS)})")
