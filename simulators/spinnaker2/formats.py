@@ -20,11 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from hwloop.quantize import symmetric_levels
+from simulators.spinnaker2.fixed import Fixed
 
 FORMATS = ("f32", "s16.15", "int8", "int4")
-FRACTION_BITS = 15
-"""s16.15: 15 fractional bits."""
-_INT32 = np.iinfo(np.int32)
 _LEVEL_BITS = {"int8": 8, "int4": 4}
 
 
@@ -61,10 +59,9 @@ def encode(weights: np.ndarray, fmt: str) -> Encoded:
         saturated = int((np.abs(values) > np.finfo(np.float32).max).sum())
         return Encoded(stored.tobytes(), 1.0, saturated)
     if fmt == "s16.15":
-        raw = np.rint(np.ldexp(values, FRACTION_BITS))
-        saturated = int(((raw < _INT32.min) | (raw > _INT32.max)).sum())
-        return Encoded(np.clip(raw, _INT32.min, _INT32.max).astype("<i4").tobytes(), 1.0,
-                       saturated)
+        fixed = Fixed()
+        raw = fixed.from_float(values)
+        return Encoded(raw.astype("<i4").tobytes(), 1.0, fixed.saturations)
     levels, scale = symmetric_levels(values[None, :], _LEVEL_BITS[fmt])
     levels = levels.ravel()
     if fmt == "int8":
@@ -85,7 +82,7 @@ def decode(payload: bytes, count: int, fmt: str, scale: float = 1.0) -> np.ndarr
     if fmt == "f32":
         return np.frombuffer(payload, dtype="<f4").astype(np.float64)
     if fmt == "s16.15":
-        return np.ldexp(np.frombuffer(payload, dtype="<i4").astype(np.float64), -FRACTION_BITS)
+        return Fixed.to_float(np.frombuffer(payload, dtype="<i4"))
     if fmt == "int8":
         return np.frombuffer(payload, dtype="<i1").astype(np.float64) * scale
     packed = np.frombuffer(payload, dtype=np.uint8)
