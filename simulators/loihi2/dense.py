@@ -2,9 +2,10 @@
 
 ``DenseWeights.prepare`` does what Lava does to the initial weights on the first step: the sign
 mode is taken from the weights unless given, then ``hwloop.quantize.lava_dense_weights`` clips
-and truncates them to the legal grid. ``dense_step`` turns this step's presynaptic output into
-the activation the next step delivers: the column sum (binary inputs) or the matrix-vector
-product (graded payloads), then the weight exponent applied to the sum with a floor shift.
+and truncates them to the legal grid. ``DenseKernel`` (and ``dense_step`` for one step) turns
+presynaptic outputs into the activations delivered one step later: the column sum (binary
+inputs) or the matrix-vector product (graded payloads) as an exact float matrix product, then
+the weight exponent applied to the sum with a floor shift.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from simulators.loihi2.fixed_point import shift
 
 EXACT_FLOAT32 = 2**24
 """float32 adds integers exactly while every partial sum stays below 2^24 (spec B9)."""
-EXACT_FLOAT64 = 2**53
-"""float64 adds integers exactly below 2^53."""
 INT32_LIMIT = 2**31
 """Lava accumulates in int32; sums beyond it would wrap there, so they are refused here."""
 
@@ -73,33 +72,42 @@ class DenseWeights:
                    int(num_weight_bits), mode, bool(graded))
 
 
-def sum_dtype(weights: Tensor, graded: bool) -> torch.dtype:
-    """The float type in which the synaptic sums of int64 ``weights`` (out, in) are exact:
-    float32 where every partial sum of 0/1 inputs is provably below 2^24 (the largest row sum
-    of |w|), float64 otherwise (graded payloads are unbounded; the sums are checked)."""
-    if graded or weights.numel() == 0:
-        return torch.float64
-    bound = int(weights.abs().sum(1).max())
-    return torch.float32 if bound < EXACT_FLOAT32 else torch.float64
+class DenseKernel:
+    """A Dense connection ready to run: int64 weights (out, in) held in the float type where
+    their synaptic sums are exact, its exponent, and whether its sums need Lava's int32
+    check (float32 sums are provably below 2^24; float64 ones are checked)."""
 
+    def __init__(self, weights: Tensor, weight_exp: int, graded: bool = False) -> None:
+        dtype = _sum_dtype(weights, graded)
+        self.weights, self.exponent, self.graded = weights.to(dtype), weight_exp, graded
+        self.checked = dtype == torch.float64
 
-def dense_sums(weights: Tensor, inputs: Tensor, graded: bool = False) -> Tensor:
-    """Σ w·x (..., out) for presynaptic outputs ``inputs`` (..., in), with ``weights`` already
-    in their ``sum_dtype``; exact integers as floats."""
-    payload = inputs if graded else (inputs != 0)
-    return payload.to(weights.dtype) @ weights.T
+    @classmethod
+    def of(cls, dense: DenseWeights) -> "DenseKernel":
+        """The kernel of what a Dense holds."""
+        return cls(torch.as_tensor(dense.weights, dtype=torch.int64), dense.weight_exp,
+                   dense.graded)
 
-
-def check_sums(total: Tensor) -> None:
-    """ValueError where a synaptic sum reached 2^31 (Lava's int32 accumulator wraps there;
-    float64 sums stay exact up to it)."""
-    if total.numel() and float(total.abs().max()) >= INT32_LIMIT:
-        raise ValueError("a synaptic sum reached 2^31, where Lava's int32 accumulator wraps")
+    def activations(self, outputs: Tensor) -> Tensor:
+        """The activations (..., out) int64 presynaptic ``outputs`` (..., in) produce (0/1
+        spikes, or integer payloads when graded): the sum, then the exponent's shift."""
+        payload = outputs if self.graded else (outputs != 0)
+        total = payload.to(self.weights.dtype) @ self.weights.T
+        if self.checked and total.numel() and float(total.abs().max()) >= INT32_LIMIT:
+            raise ValueError("a synaptic sum reached 2^31, where Lava's int32 accumulator wraps")
+        return shift(total.to(torch.int64), self.exponent)
 
 
 def dense_step(weights: Tensor, weight_exp: int, inputs: Tensor, graded: bool = False) -> Tensor:
     """The activation (B, out) int64 that presynaptic outputs ``inputs`` (B, in) produce
     through int64 ``weights`` (out, in); delivered one step later."""
-    total = dense_sums(weights.to(sum_dtype(weights, graded)), inputs, graded)
-    check_sums(total)
-    return shift(total.to(torch.int64), weight_exp)
+    return DenseKernel(weights, weight_exp, graded).activations(inputs)
+
+
+def _sum_dtype(weights: Tensor, graded: bool) -> torch.dtype:
+    """float32 where every partial sum of 0/1 inputs is provably below 2^24 (the largest row
+    sum of |w|), float64 otherwise (graded payloads are unbounded; their sums are checked)."""
+    if graded or weights.numel() == 0:
+        return torch.float64
+    bound = int(weights.abs().sum(1).max())
+    return torch.float32 if bound < EXACT_FLOAT32 else torch.float64

@@ -23,8 +23,7 @@ import torch
 from torch import Tensor
 
 from simulators.loihi2.atrlif import AtrlifParameters, atrlif_initial_state, atrlif_step
-from simulators.loihi2.dense import DenseWeights, check_sums, dense_sums, sum_dtype
-from simulators.loihi2.fixed_point import shift
+from simulators.loihi2.dense import DenseKernel, DenseWeights
 from simulators.loihi2.lif import LifParameters, lif_step
 
 PopulationParameters = LifParameters | AtrlifParameters
@@ -145,8 +144,8 @@ def _run_layer(layer: LifLayer, source: Tensor, states: dict[str, Tensor], pendi
                ) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
     """One population over all steps of its source's outputs (B, T, M): its records (B, T, N)
     int64, its final states and the activation pending after the last step."""
-    feedforward = _Connection(layer.w_in).activations(source)
-    recurrent = None if layer.w_rec is None else _Connection(layer.w_rec)
+    feedforward = DenseKernel.of(layer.w_in).activations(source)
+    recurrent = None if layer.w_rec is None else DenseKernel.of(layer.w_rec)
     record: dict[str, list[Tensor]] = {name: [] for name in records_of(layer.neurons)}
     for t in range(source.shape[1]):
         states, fired = population_step(layer.neurons, states, pending)
@@ -161,21 +160,3 @@ def _run_layer(layer: LifLayer, source: Tensor, states: dict[str, Tensor], pendi
                torch.zeros((source.shape[0], 0, size), dtype=torch.int64)
                for name, values in record.items()}
     return stacked, states, pending
-
-
-class _Connection:
-    """A Dense connection ready to run: its weights in the float type where its sums are
-    exact (``sum_dtype``), and whether those sums need Lava's int32 check."""
-
-    def __init__(self, dense: DenseWeights) -> None:
-        weights = torch.as_tensor(dense.weights, dtype=torch.int64)
-        dtype = sum_dtype(weights, dense.graded)
-        self.weights, self.exponent, self.graded = weights.to(dtype), dense.weight_exp, dense.graded
-        self.checked = dtype == torch.float64  # float32 sums are provably below 2^24
-
-    def activations(self, outputs: Tensor) -> Tensor:
-        """The activations (..., out) int64 presynaptic ``outputs`` (..., in) produce."""
-        total = dense_sums(self.weights, outputs, self.graded)
-        if self.checked:
-            check_sums(total)
-        return shift(total.to(torch.int64), self.exponent)
