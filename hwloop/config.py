@@ -54,7 +54,8 @@ class TrainConfig:
         recurrence: none, full, or self (each neuron feeds back to itself, ScSr-SNN).
         skip: skip connections from layer l to layer l+2 (ScSr-SNN).
         init_gain: multiplies the initial hidden weights (xavier_uniform_custom bound).
-        loss: per_step_ce, sum_of_softmax or last_step_ce (HYPR and e-prop: per_step_ce only).
+        loss: per_step_ce, mean_output_ce, sum_of_softmax or last_step_ce (HYPR and e-prop:
+            per_step_ce or mean_output_ce).
         prediction: mean_over_sequence, sum_of_softmax or last_step.
         dtype: float32 or float64.
         device: cpu, cuda, or cuda:N.

@@ -25,6 +25,10 @@ PRESETS: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("cue", "lif"): {"init_gain": 5.0},
     ("cue", "adlif"): {"init_gain": 2.0, "lr": 0.005},
+    # e-prop's ALIF and loss (spec A3) with a slower membrane for the cue's 20-step delay
+    ("cue", "eprop_alif"): {
+        "init_gain": 10.0, "lr": 0.03, "loss": "mean_output_ce", "neuron_options": {"tau_m": 20.0},
+    },
 }
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from hwloop.learning.network import SpikingNetwork
-from hwloop.neurons import ALIF, BRF, LI, LIF, AdLIF, LoihiATRLIF, LoihiLIF, NeuronModel
+from hwloop.neurons import (
+    ALIF, BRF, LI, LIF, AdLIF, EpropALIF, LoihiATRLIF, LoihiLIF, NeuronModel,
+)
 
 B, M, N, K, T = 2, 7, 9, 3, 24
 IGNORE_FIRST = 5
@@ -22,11 +24,13 @@ MODELS: dict[str, NeuronModel] = {
     "loihi_lif": LoihiLIF(du=1024),  # the current carries over too (3071/4096 per step)
     # slower current and voltage than Lava's defaults; θ and r adapt at the defaults
     "loihi_atrlif": LoihiATRLIF(delta_i=0.25, delta_v=0.1),
+    # a faster adaptation than the reference's 150 steps, so that it matters within T steps
+    "eprop_alif": EpropALIF(tau_a=20.0, beta=1.0),
 }
 # weight gains that make every layer fire at 5-60 % with the inputs below
 GAINS = {
     "lif": 30.0, "alif": 3.0, "adlif": 30.0, "brf": 100.0, "brf_exp": 100.0, "loihi_lif": 1.0,
-    "loihi_atrlif": 1.0,
+    "loihi_atrlif": 1.0, "eprop_alif": 20.0,
 }
 
 

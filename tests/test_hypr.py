@@ -255,3 +255,32 @@ def test_lambda_must_be_a_positive_integer(bad: object) -> None:
 def test_unknown_timing_is_rejected() -> None:
     with pytest.raises(UserError, match="unknown recurrent_timing"):
         HYPR(3, "late")
+
+
+@pytest.mark.parametrize("name", ["alif", "eprop_alif"])
+def test_mean_output_loss_is_lambda_invariant_and_exact_in_the_readout(name: str) -> None:
+    """``mean_output_ce``: the same gradients for every λ, the readout's equal autograd BPTT's
+    of the same loss, and the loss is the cross-entropy of the mean valid output."""
+    network = active_network(name, 2, "full")
+    inputs, labels = batch()
+    BPTT("mean_output_ce").compute_gradients(network, inputs, labels, IGNORE_FIRST)
+    bptt = gradients(network)
+    losses, results = [], []
+    for lam in (1, 5, T):
+        losses.append(HYPR(lam, loss="mean_output_ce").compute_gradients(
+            network, inputs, labels, IGNORE_FIRST))
+        results.append(gradients(network))
+    for other in results[1:]:
+        assert max_abs_diff(other, results[0]) <= 1e-10
+    assert float(results[0]["hidden.0.w_in"].abs().max()) > 1e-6
+    assert float((results[0]["readout.w_in"] - bptt["readout.w_in"]).abs().max()) <= 1e-12
+    with torch.no_grad():
+        expected = float(sequence_loss("mean_output_ce", network(inputs), labels, IGNORE_FIRST))
+    assert losses == pytest.approx([expected] * 3, abs=1e-12)
+    per_step = HYPR(5).compute_gradients(network, inputs, labels, IGNORE_FIRST)
+    assert per_step != pytest.approx(expected, abs=1e-6)  # a different loss, not a relabelling
+
+
+def test_hypr_refuses_losses_it_cannot_stream() -> None:
+    with pytest.raises(UserError, match="train with loss per_step_ce or mean_output_ce"):
+        HYPR(3, loss="sum_of_softmax")

@@ -10,7 +10,7 @@ from torch.func import jvp
 
 from hwloop.errors import UserError
 from hwloop.neurons import (
-    ALIF, BRF, LI, LIF, AdLIF, LoihiATRLIF, LoihiLI, LoihiLIF, NeuronModel, make_neuron,
+    ALIF, BRF, LI, LIF, AdLIF, EpropALIF, EpropLI, LoihiATRLIF, LoihiLI, LoihiLIF, NeuronModel, make_neuron,
 )
 from hwloop.neurons.surrogates import SURROGATES, double_gaussian, spike
 from hwloop.options import build_options
@@ -38,6 +38,9 @@ MODELS: dict[str, NeuronModel] = {
     "loihi_atrlif_slow": LoihiATRLIF(
         delta_i=0.1, delta_v=0.05, delta_theta=0.01, delta_r=0.03, theta_0=5000.0, theta_step=0.5,
     ),
+    "eprop_alif": EpropALIF(),
+    "eprop_alif_slow": EpropALIF(tau_m=20.0, tau_a=50.0, v_th=0.5, beta=1.8, width=0.3),
+    "eprop_li": EpropLI(),
 }
 
 B, N = 5, 11

@@ -94,7 +94,7 @@ def test_override_values_are_toml() -> None:
         (["task_options=3"], "must be a table"),
         (["learner=sgd"], "unknown learner 'sgd'"),
         (["lam=0"], "lambda must be an integer >= 1"),
-        (["loss=sum_of_softmax"], "trains with loss per_step_ce only"),
+        (["loss=sum_of_softmax"], "train with loss per_step_ce or mean_output_ce"),
         (["neuron=hh"], "unknown neuron 'hh'"),
         (["recurrence=sparse"], "unknown recurrence 'sparse'"),
         (["device=cuda"] if not torch.cuda.is_available() else ["device=tpu"], "device"),

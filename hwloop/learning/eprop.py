@@ -21,8 +21,8 @@ class EProp(HYPR):
 
     name = "eprop"
 
-    def __init__(self, recurrent_timing: str = "fixed") -> None:
-        super().__init__(lam=1, recurrent_timing=recurrent_timing)
+    def __init__(self, recurrent_timing: str = "fixed", loss: str = "per_step_ce") -> None:
+        super().__init__(lam=1, recurrent_timing=recurrent_timing, loss=loss)
 
 
 @torch.no_grad()

@@ -31,7 +31,13 @@ import torch
 from torch import Tensor
 
 from hwloop.errors import UserError
-from hwloop.learning.losses import PredictionAccumulator, per_step_ce_window
+from hwloop.learning.losses import (
+    STREAMING_LOSSES,
+    PredictionAccumulator,
+    mean_output_delta,
+    mean_output_window,
+    per_step_ce_window,
+)
 from hwloop.learning.network import Layer, LayerRun, SpikingNetwork
 from hwloop.neurons.base import State
 
@@ -299,18 +305,25 @@ def _prefix(network: SpikingNetwork, index: int) -> str:
 
 
 class HYPR:
-    """The HYPR learner: per-step cross-entropy, one optimizer step per batch.
+    """The HYPR learner: one optimizer step per batch.
 
     Args:
         lam: subsequence length λ ≥ 1; it changes memory and time, not the result.
         recurrent_timing: ``fixed`` (default) or ``official`` (§3.5).
+        loss: ``per_step_ce`` (default) or ``mean_output_ce``, whose constant dL/du a forward
+            pass finds first (window by window: memory still does not grow with T).
     """
 
     name = "hypr"
 
-    def __init__(self, lam: int, recurrent_timing: str = "fixed") -> None:
+    def __init__(self, lam: int, recurrent_timing: str = "fixed",
+                 loss: str = "per_step_ce") -> None:
         self.lam = check_lambda(lam)
         self.recurrent_timing = check_timing(recurrent_timing)
+        if loss not in STREAMING_LOSSES:
+            raise UserError(f"HYPR and e-prop train with loss {' or '.join(STREAMING_LOSSES)} "
+                            f"(got {loss!r}); use learner=bptt for other losses")
+        self.loss = loss
 
     def compute_gradients(
         self,
@@ -326,8 +339,15 @@ class HYPR:
         grads: Gradients = {}
         steps = inputs.shape[1]
 
-        def window_loss(outputs: Tensor, start: int) -> tuple[Tensor, Tensor]:
-            return per_step_ce_window(outputs, labels, start, ignore_first)
+        if self.loss == "mean_output_ce":
+            delta, mean_loss = mean_output_delta(
+                self._mean_valid_output(network, inputs, ignore_first), labels)
+
+            def window_loss(outputs: Tensor, start: int) -> tuple[Tensor, Tensor]:
+                return mean_output_window(outputs, delta, mean_loss, start, ignore_first)
+        else:
+            def window_loss(outputs: Tensor, start: int) -> tuple[Tensor, Tensor]:
+                return per_step_ce_window(outputs, labels, start, ignore_first)
 
         total = inputs.new_zeros(())
         for start in range(0, steps, self.lam):
@@ -342,6 +362,19 @@ class HYPR:
         valid = steps - ignore_first
         assign_gradients(network, grads, scale=1.0 / valid)
         return float(total) / valid
+
+    @torch.no_grad()
+    def _mean_valid_output(
+        self, network: SpikingNetwork, inputs: Tensor, ignore_first: int
+    ) -> Tensor:
+        """ū (B, K): the readout's mean over the steps from ``ignore_first`` on, window by
+        window."""
+        states = network.initial_states(inputs)
+        total = inputs.new_zeros(())
+        for start in range(0, inputs.shape[1], self.lam):
+            outputs, states = network.run_window(inputs[:, start : start + self.lam], states)
+            total = total + outputs[:, max(ignore_first - start, 0):].sum(1)
+        return total / (inputs.shape[1] - ignore_first)
 
 
 def assign_gradients(network: SpikingNetwork, grads: Gradients, scale: float) -> None:

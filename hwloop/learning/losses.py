@@ -2,7 +2,10 @@
 
 The mask m_t is 0 for steps t < ignore_first and 1 after; n_valid = T − ignore_first.
 
-* ``per_step_ce``: L = (1/n_valid)·Σ_t m_t·(1/B)·Σ_b CE(u_bt, y_b). HYPR and e-prop always use it.
+* ``per_step_ce``: L = (1/n_valid)·Σ_t m_t·(1/B)·Σ_b CE(u_bt, y_b).
+* ``mean_output_ce``: L = (1/B)·Σ_b CE(ū_b, y_b), ū_b = (1/n_valid)·Σ_t m_t·u_bt (the loss of
+  Bellec et al.'s e-prop and of "E-prop on SpiNNaker 2"). Its derivative dL/du_t = m_t·(p − y)/
+  (B·n_valid) is the same at every step, so HYPR and e-prop take it from a forward pass first.
 * ``sum_of_softmax``: L = (1/B)·Σ_b CE(Σ_t m_t·softmax(u_bt), y_b) (softmax applied again).
 * ``last_step_ce``: L = (1/B)·Σ_b CE(u_bT, y_b) (mask not used).
 
@@ -17,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-LOSSES = ("per_step_ce", "sum_of_softmax", "last_step_ce")
+LOSSES = ("per_step_ce", "mean_output_ce", "sum_of_softmax", "last_step_ce")
+STREAMING_LOSSES = ("per_step_ce", "mean_output_ce")
+"""The losses HYPR and e-prop train with (the others need every output before any gradient)."""
 PREDICTIONS = ("mean_over_sequence", "sum_of_softmax", "last_step")
 
 
@@ -27,6 +32,8 @@ def sequence_loss(name: str, outputs: Tensor, labels: Tensor, ignore_first: int)
     if name == "per_step_ce":
         steps = valid.shape[1]
         return F.cross_entropy(valid.reshape(-1, valid.shape[-1]), labels.repeat_interleave(steps))
+    if name == "mean_output_ce":
+        return F.cross_entropy(valid.mean(1), labels)
     if name == "sum_of_softmax":
         return F.cross_entropy(torch.softmax(valid, -1).sum(1), labels)
     if name == "last_step_ce":
@@ -51,6 +58,27 @@ def per_step_ce_window(
     grad = torch.zeros_like(outputs)
     grad[:, skip:] = (log_probs.exp() - target) / batch
     return loss, grad
+
+
+def mean_output_window(
+    outputs: Tensor, delta: Tensor, loss: Tensor, start: int, ignore_first: int
+) -> tuple[Tensor, Tensor]:
+    """One window of outputs (B, λ, K) under ``mean_output_ce`` whose δ = (p − y)/B (B, K) and
+    loss (a scalar) a forward pass found: (the loss times the window's valid steps, δ at every
+    valid step); both still to be divided by n_valid by the caller, as ``per_step_ce_window``."""
+    skip = min(max(ignore_first - start, 0), outputs.shape[1])
+    grad = torch.zeros_like(outputs)
+    grad[:, skip:] = delta[:, None, :]
+    return loss * (outputs.shape[1] - skip), grad
+
+
+def mean_output_delta(outputs_mean: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(δ = (softmax(ū) − onehot(y))/B (B, K), the loss mean_b CE(ū_b, y_b)) for the mean
+    valid outputs ū (B, K)."""
+    batch = outputs_mean.shape[0]
+    target = F.one_hot(labels, outputs_mean.shape[-1]).to(outputs_mean.dtype)
+    delta = (torch.softmax(outputs_mean, -1) - target) / batch
+    return delta, F.cross_entropy(outputs_mean, labels)
 
 
 class PredictionAccumulator:
@@ -91,7 +119,8 @@ class LossAccumulator:
         if name not in LOSSES:
             raise ValueError(f"unknown loss {name!r} (choose from: {', '.join(LOSSES)})")
         self.name, self.labels, self.ignore_first = name, labels, ignore_first
-        self.total: Tensor | None = None  # per_step_ce: summed CE / B; sum_of_softmax: sums
+        # per_step_ce: summed CE / B; sum_of_softmax: summed softmax; mean_output_ce: outputs
+        self.total: Tensor | None = None
         self.last: Tensor | None = None
         self.steps = 0
 
@@ -107,6 +136,8 @@ class LossAccumulator:
             part = part / outputs.shape[0]
         elif self.name == "sum_of_softmax":
             part = torch.softmax(valid, -1).sum(1)
+        elif self.name == "mean_output_ce":
+            part = valid.sum(1)
         else:
             return
         self.total = part if self.total is None else self.total + part
@@ -120,4 +151,7 @@ class LossAccumulator:
         assert self.total is not None
         if self.name == "sum_of_softmax":
             return float(F.cross_entropy(self.total, self.labels))
+        if self.name == "mean_output_ce":
+            return float(F.cross_entropy(self.total / (self.steps - self.ignore_first),
+                                         self.labels))
         return float(self.total) / (self.steps - self.ignore_first)

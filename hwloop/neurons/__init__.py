@@ -9,6 +9,7 @@ from hwloop.neurons.adlif import AdLIF
 from hwloop.neurons.alif import ALIF
 from hwloop.neurons.base import NeuronModel, StepJacobians
 from hwloop.neurons.brf import BRF
+from hwloop.neurons.eprop_alif import EpropALIF, EpropLI
 from hwloop.neurons.li import LI
 from hwloop.neurons.lif import LIF
 from hwloop.neurons.loihi import LoihiLI, LoihiLIF
@@ -22,14 +23,17 @@ HIDDEN_NEURONS: dict[str, type[NeuronModel]] = {
     "brf": BRF,
     "loihi_lif": LoihiLIF,
     "loihi_atrlif": LoihiATRLIF,
+    "eprop_alif": EpropALIF,
 }
 
-READOUTS: dict[str, type[NeuronModel]] = {"loihi_lif": LoihiLI, "loihi_atrlif": LoihiLI}
+READOUTS: dict[str, type[NeuronModel]] = {
+    "loihi_lif": LoihiLI, "loihi_atrlif": LoihiLI, "eprop_alif": EpropLI,
+}
 """The readout of networks whose hidden neurons are not float models (LI otherwise): a device
-that runs the network needs a readout it can run too."""
+that runs the network needs a readout it can run too (and e-prop's ALIF has its own)."""
 
 __all__ = [
-    "ALIF", "BRF", "LI", "LIF", "AdLIF", "LoihiATRLIF", "LoihiLI", "LoihiLIF", "HIDDEN_NEURONS",
+    "ALIF", "BRF", "LI", "LIF", "AdLIF", "EpropALIF", "EpropLI", "LoihiATRLIF", "LoihiLI", "LoihiLIF", "HIDDEN_NEURONS",
     "NeuronModel", "StepJacobians", "make_neuron", "readout_for",
 ]
 
