@@ -55,3 +55,13 @@ def test_bad_weights_payloads_and_formats_are_refused() -> None:
         decode(b"abc", 3, "int4")
     with pytest.raises(ValueError, match="unknown weight format 'int2'"):
         encode(np.ones(2), "int2")
+
+
+def test_a_fixed_scale_holds_the_levels_and_counts_what_it_clips() -> None:
+    weights = np.array([0.0, 0.1, -0.36, 0.7, 2.0, -5.0])
+    encoded = encode(weights, "int4", scale=0.1)
+    assert encoded.scale == 0.1 and encoded.saturated == 2  # 2.0 and -5.0 lie beyond 7 levels
+    np.testing.assert_allclose(decode(encoded.payload, 6, "int4", 0.1),
+                               [0.0, 0.1, -0.4, 0.7, 0.7, -0.7])
+    with pytest.raises(ValueError, match="scale of int8 weights must be positive"):
+        encode(weights, "int8", scale=-1.0)

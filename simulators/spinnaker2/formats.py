@@ -15,11 +15,12 @@ into the weights the device computes with.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from hwloop.quantize import symmetric_levels
+from hwloop.quantize import symmetric_levels, top_level
 from simulators.spinnaker2.fixed import Fixed
 
 FORMATS = ("f32", "s16.15", "int8", "int4")
@@ -47,9 +48,10 @@ def payload_bytes(count: int, fmt: str) -> int:
     return (count + 1) // 2 if fmt == "int4" else count * (1 if fmt == "int8" else 4)
 
 
-def encode(weights: np.ndarray, fmt: str) -> Encoded:
+def encode(weights: np.ndarray, fmt: str, scale: float | None = None) -> Encoded:
     """Float weights (any shape, finite) → what a PE stores, in C order (ValueError for NaN,
-    inf or an unknown format)."""
+    inf or an unknown format). ``scale`` (int8, int4; positive, finite) fixes the weight per
+    level instead of max|W|/L; weights beyond ±L·scale are stored at ±L and counted."""
     _check_format(fmt)
     values = np.asarray(weights, dtype=np.float64).ravel()
     if not np.isfinite(values).all():
@@ -62,15 +64,21 @@ def encode(weights: np.ndarray, fmt: str) -> Encoded:
         fixed = Fixed()
         raw = fixed.from_float(values)
         return Encoded(raw.astype("<i4").tobytes(), 1.0, fixed.saturations)
-    levels, scale = symmetric_levels(values[None, :], _LEVEL_BITS[fmt])
+    bits = _LEVEL_BITS[fmt]
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"the scale of {fmt} weights must be positive and finite, got {scale}")
+    fixed_scale = None if scale is None else np.full((1, 1), float(scale))
+    levels, chosen = symmetric_levels(values[None, :], bits, scale=fixed_scale)
     levels = levels.ravel()
+    saturated = 0 if scale is None else int(
+        (np.abs(values) / scale > top_level(bits) + 0.5).sum())
     if fmt == "int8":
-        return Encoded(levels.astype("<i1").tobytes(), float(scale.item()), 0)
+        return Encoded(levels.astype("<i1").tobytes(), float(chosen.item()), saturated)
     nibbles = (levels & 0xF).astype(np.uint8)  # two's complement in 4 bits
     if nibbles.size % 2:
         nibbles = np.append(nibbles, np.uint8(0))
     return Encoded((nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes(),
-                   float(scale.item()), 0)
+                   float(chosen.item()), saturated)
 
 
 def decode(payload: bytes, count: int, fmt: str, scale: float = 1.0) -> np.ndarray:

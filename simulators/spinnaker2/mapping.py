@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from simulators.spinnaker2.formats import payload_bytes
 from simulators.spinnaker2.sram import Sram
 
 WORD = 4
@@ -82,10 +83,11 @@ with the input source and the readout (spec A4.4)."""
 
 def map_network(network: EpropNetwork, per_worker: int = DEFAULT_SLICE,
                 optimizer: str = "adam", training: bool = True, single_pe: bool = False,
-                chip_pes: int = 152) -> Placement:
+                chip_pes: int = 152, weight_format: str = "f32") -> Placement:
     """Place ``network``: PE 0 feeds the inputs, worker PEs hold ``per_worker`` hidden neurons
     each with every synapse into them, the next PE is the readout. ``single_pe`` puts
-    everything on PE 0.
+    everything on PE 0. ``weight_format`` sets the bytes of the weight regions
+    (``formats.payload_bytes``); optimizer state and traces stay 4 B words.
 
     Raises:
         SramOverflowError: a PE cannot hold its regions (the message is its table).
@@ -95,9 +97,9 @@ def map_network(network: EpropNetwork, per_worker: int = DEFAULT_SLICE,
         raise ValueError(f"per_worker must be >= 1 hidden neuron, got {per_worker}")
     if single_pe:
         sram = Sram(0)
-        sram.place(_input_regions(network) + _worker_regions(network, network.hidden,
-                                                                 optimizer, training)
-                   + _readout_regions(network, optimizer))
+        sram.place(_input_regions(network)
+                   + _worker_regions(network, network.hidden, optimizer, training, weight_format)
+                   + _readout_regions(network, optimizer, weight_format))
         return Placement([sram], [(0, network.hidden)])
     starts = list(range(0, network.hidden, per_worker))
     slices = [(first, min(first + per_worker, network.hidden)) for first in starts]
@@ -107,9 +109,10 @@ def map_network(network: EpropNetwork, per_worker: int = DEFAULT_SLICE,
     placed[0].place(_input_regions(network))
     for index, (first, last) in enumerate(slices, start=1):
         placed.append(Sram(index))
-        placed[-1].place(_worker_regions(network, last - first, optimizer, training))
+        placed[-1].place(_worker_regions(network, last - first, optimizer, training,
+                                         weight_format))
     placed.append(Sram(len(slices) + 1))
-    placed[-1].place(_readout_regions(network, optimizer))
+    placed[-1].place(_readout_regions(network, optimizer, weight_format))
     return Placement(placed, slices)
 
 
@@ -117,11 +120,11 @@ def _input_regions(network: EpropNetwork) -> list[tuple[str, int]]:
     return [("input values", network.inputs * WORD)]
 
 
-def _worker_regions(network: EpropNetwork, neurons: int, optimizer: str,
-                    training: bool) -> list[tuple[str, int]]:
+def _worker_regions(network: EpropNetwork, neurons: int, optimizer: str, training: bool,
+                    weight_format: str) -> list[tuple[str, int]]:
     synapses = (network.inputs + network.hidden) * neurons
-    regions = [("W_in", network.inputs * neurons * WORD),
-               ("W_rec", network.hidden * neurons * WORD)]
+    regions = [("W_in", payload_bytes(network.inputs * neurons, weight_format)),
+               ("W_rec", payload_bytes(network.hidden * neurons, weight_format))]
     regions += [(name, synapses * WORD)
                 for name in ("gradients", "Adam m", "Adam v")[:OPTIMIZER_WORDS[optimizer]]]
     if training:
@@ -131,9 +134,10 @@ def _worker_regions(network: EpropNetwork, neurons: int, optimizer: str,
     return regions + [("neuron state", neurons * NEURON_BYTES)]
 
 
-def _readout_regions(network: EpropNetwork, optimizer: str) -> list[tuple[str, int]]:
+def _readout_regions(network: EpropNetwork, optimizer: str,
+                     weight_format: str) -> list[tuple[str, int]]:
     weights = network.hidden * network.outputs
-    regions = [("W_out", weights * WORD)]
+    regions = [("W_out", payload_bytes(weights, weight_format))]
     regions += [(name, weights * WORD)
                 for name in ("gradients out", "Adam m out", "Adam v out")
                 [:OPTIMIZER_WORDS[optimizer]]]
