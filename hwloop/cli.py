@@ -1,4 +1,5 @@
-"""The ``hwloop`` command line: ``train``, ``eval``, ``runs list|show|compare``, ``devices``.
+"""The ``hwloop`` command line: ``train``, ``eval``, ``runs list|show|compare``, ``devices``,
+``device serve``.
 
 Exit status: 0 success; 1 a run that could not go on (disk full, NaN loss) or an internal
 error; 2 bad input (one line ``error: <what is wrong and how to fix it>`` on stderr, before
@@ -112,7 +113,8 @@ def _default(key: str) -> str:
 @click.option("--task", help="cue, digits, shd or ssc." + _default("task"))
 @click.option("--neuron", help="lif, alif, adlif, brf or loihi_lif (Lava's integer LIF; "
               "needs --dtype float64)." + _default("neuron"))
-@click.option("--learner", help="hypr, eprop or bptt." + _default("learner"))
+@click.option("--learner", help="hypr, eprop, bptt, or eprop-onchip (the device learns, e.g. "
+              "SpiNNaker 2)." + _default("learner"))
 @click.option("--lambda", "lam", type=int, help="HYPR subsequence length λ ≥ 1 (steps)."
               + _default("lam"))
 @click.option("--epochs", type=int, help="Passes over the training split." + _default("epochs"))
@@ -459,6 +461,37 @@ def devices(as_json: bool) -> None:
                       _yes(caps["time"]), _yes(caps["compensation"]),
                       ", ".join(caps["neurons"]) or "-")
     Console().print(table)
+
+
+DEVICE_SERVERS = ("spinnaker2",)
+"""Devices ``hwloop device serve`` can emulate behind a serial link."""
+
+
+@main.group(context_settings=CONTEXT, invoke_without_command=False)
+def device() -> None:
+    """Emulated devices behind a link, for host code that will talk to real hardware."""
+
+
+@device.command("serve", context_settings=CONTEXT)
+@click.argument("name", type=click.Choice(DEVICE_SERVERS))
+@click.option("--port", default="pty", show_default=True,
+              help="pty (a pseudo-terminal) or socket://127.0.0.1:PORT (PORT 0 picks a free "
+                   "one); another address only if you name it.")
+@click.option("--numeric", type=click.Choice(("f32", "s16.15")), default="f32",
+              show_default=True, help="The PEs' arithmetic.")
+@click.option("--n-pe", type=click.IntRange(1, 152), default=152, show_default=True,
+              help="Processing elements of the chip.")
+def serve_command(name: str, port: str, numeric: str, n_pe: int) -> None:
+    """Serve an emulated NAME chip on a serial link until Ctrl-C; prints where to connect,
+    e.g. `--backend "spinnaker2://?port=socket://127.0.0.1:5000"`."""
+    from simulators.spinnaker2.server import serve
+
+    try:
+        serve(port, numeric=numeric, n_pe=n_pe, announce=click.echo)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    except OSError as error:
+        raise UserError(f"cannot serve {name} on {port!r}: {error.strerror or error}") from None
 
 
 def _table(*columns: str) -> Table:

@@ -199,11 +199,14 @@ class HILSession:
         if scheme in ("sign", "stochastic") and not caps.pulses:
             raise UserError(f"scheme {scheme!r} needs a backend with pulse updates; "
                             f"{caps.name!r} has none")
-        self.runs_network = bool(caps.neurons)
+        groups = network_groups(network)
+        # a device runs the network when it can run its models; it holds the weights of others
+        self.runs_network = bool(caps.neurons) and (
+            forward == "device" or all(group.model in caps.neurons for group in groups))
         self.device_runs = self.spike_mismatches = 0
         if self.runs_network:
             try:
-                backend.declare_network(network_groups(network))
+                backend.declare_network(groups)
             except ValueError as error:
                 raise UserError(f"backend {caps.name!r}: {error}") from None
         if forward == "device" and not self.runs_network:

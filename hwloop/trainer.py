@@ -27,7 +27,9 @@ from hwloop.seeds import SEED_LIMIT
 from hwloop.session import FORWARDS, SCHEMES, HILSession, open_session_backend
 from hwloop.tasks import SequenceDataset, Task, batches
 
-LEARNERS = ("hypr", "eprop", "bptt")
+LEARNERS = ("hypr", "eprop", "bptt", "eprop-onchip")
+ON_DEVICE_LEARNERS = {"eprop-onchip": "eprop"}
+"""Learners the device in the loop runs itself → the device's name for its learning rule."""
 LR_SCHEDULES = ("constant", "linear", "cosine")
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam,
@@ -102,21 +104,39 @@ class EpochProgress:
     seconds: float = 0.0
 
 
-def make_learner(config: TrainConfig) -> Learner:
+def make_learner(config: TrainConfig) -> Learner | None:
+    """The host learner of ``config`` (None where the device learns: ``ON_DEVICE_LEARNERS``)."""
     if config.learner not in LEARNERS:
         raise UserError(f"unknown learner {config.learner!r} (choose from: {', '.join(LEARNERS)})")
     if config.loss not in LOSSES:
         raise UserError(f"unknown loss {config.loss!r} (choose from: {', '.join(LOSSES)})")
+    if config.learner in ON_DEVICE_LEARNERS:
+        check_on_device_learning(config)
+        return None
     if config.learner == "bptt":
         return BPTT(config.loss)
-    if config.loss != "per_step_ce":
-        raise UserError(
-            f"learner {config.learner!r} trains with loss per_step_ce only (got {config.loss!r}); "
-            "use learner=bptt for other losses"
-        )
     if config.learner == "eprop":
-        return EProp(config.recurrent_timing)
-    return HYPR(config.lam, config.recurrent_timing)
+        return EProp(config.recurrent_timing, config.loss)
+    return HYPR(config.lam, config.recurrent_timing, config.loss)
+
+
+def check_on_device_learning(config: TrainConfig) -> None:
+    """Refuse settings an on-device learner cannot honour (one-line UserErrors): it needs a
+    device in the loop, the e-prop network the chip runs, its loss and Adam."""
+    name = config.learner
+    wanted = (
+        (config.backend != "none", "a device in the loop (--backend spinnaker2)"),
+        (config.neuron == "eprop_alif", "neuron = \"eprop_alif\" (the chip's ALIF)"),
+        (len(config.hidden) == 1, "one hidden layer"),
+        (config.recurrence == "full" and not config.skip, "recurrence = \"full\", no skip"),
+        (config.loss == "mean_output_ce", "loss = \"mean_output_ce\" (the chip's loss)"),
+        (config.optimizer == "adam", "optimizer = \"adam\" (the chip's optimizer)"),
+        (config.scheme == "direct" and config.forward == "host",
+         "scheme = \"direct\" and forward = \"host\" (the device writes its own updates)"),
+    )
+    for ok, need in wanted:
+        if not ok:
+            raise UserError(f"learner {name!r} trains on the device and needs {need}")
 
 
 def split_train_option(
@@ -291,13 +311,17 @@ class Trainer:
         self.learner = make_learner(config)
         check_memory(config, task)
         self.network = make_network(config, task.input_size, task.num_classes).to(self.device)
+        if self.learner is None:  # the chip's e-prop has no self-connections
+            with torch.no_grad():
+                for layer in self.network.hidden:
+                    if layer.w_rec is not None:
+                        layer.w_rec.fill_diagonal_(0.0)
         self.dtype = DTYPES[config.dtype]
         self.trainable = [p for p in self.network.parameters() if p.requires_grad]
         self.optimizer = OPTIMIZERS[config.optimizer](self.trainable, lr=config.lr)
         total_steps = config.epochs * self.steps_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _schedule(config.lr_schedule, config.lr_end_factor, total_steps)
-        )
+        self.lr_factor = _schedule(config.lr_schedule, config.lr_end_factor, total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
         self.shuffle = torch.Generator().manual_seed(config.seed + 1)
         self.epoch = 0
         self.step = 0
@@ -311,6 +335,13 @@ class Trainer:
                 config.seed, config.forward,
             )
             self.session.begin()
+            if self.learner is None:
+                rule = ON_DEVICE_LEARNERS[config.learner]
+                if rule not in self.session.backend.capabilities().learners:
+                    self.close()
+                    raise UserError(f"learner {config.learner!r}: backend "
+                                    f"{self.session.backend.name!r} cannot run {rule} on the "
+                                    "device with these options (see docs/backends.md)")
         self.best_weights: dict[str, Tensor] = copy.deepcopy(self.network.state_dict())
 
     @property
@@ -355,29 +386,10 @@ class Trainer:
         ):
             step_start = time.perf_counter()
             accumulator = PredictionAccumulator(self.config.prediction, self.task.ignore_first)
-            if self.session is not None:
-                self.session.replay(inputs)
-            loss = self.learner.compute_gradients(
-                self.network, inputs, labels, self.task.ignore_first, accumulator
-            )
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable,
-                                                             self.config.grad_clip))
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                what = "loss" if not math.isfinite(loss) else "gradient norm"
-                value = loss if what == "loss" else grad_norm
-                raise Diverged(f"the {what} became {value} at step {self.step + 1} (epoch "
-                               f"{self.epoch + 1}); training stopped before that update. Lower "
-                               f"lr (now {self.config.lr:g}) or grad_clip, or check the inputs")
-            if self.session is not None:
-                self.session.before_update()
-            self.optimizer.step()
-            self.scheduler.step()
-            self.constrain()
-            if not all(bool(torch.isfinite(p).all()) for p in self.trainable):
-                raise Diverged(f"the update of step {self.step + 1} (epoch {self.epoch + 1}) "
-                               f"made weights NaN or inf; lower lr (now {self.config.lr:g})")
-            if self.session is not None:
-                self.session.after_update(self.step + 1)
+            if self.learner is None:
+                loss, grad_norm = self._learn_on_device(inputs, labels, accumulator), 0.0
+            else:
+                loss, grad_norm = self._host_update(inputs, labels, accumulator)
             hits = int((accumulator.predictions() == labels).sum())
             progress.correct, progress.seen = progress.correct + hits, progress.seen + len(labels)
             progress.loss_sum += loss
@@ -395,6 +407,9 @@ class Trainer:
                     and progress.steps_done % checkpoint_every == 0
                     and progress.steps_done < self.steps_per_epoch):
                 on_checkpoint()
+        if self.learner is None:  # evaluate what the device learned
+            assert self.session is not None
+            self.session.load_device_weights()
         test_accuracy = self.accuracy(self.task.test)
         validation = self.task.validation
         validation_accuracy = self.accuracy(validation) if validation is not None else None
@@ -408,6 +423,51 @@ class Trainer:
             self.epoch, progress.loss_sum / progress.steps_done, progress.correct / progress.seen,
             test_accuracy, validation_accuracy, time.perf_counter() - resumed_at,
         )
+
+    def _host_update(self, inputs: Tensor, labels: Tensor,
+                     accumulator: PredictionAccumulator) -> tuple[float, float]:
+        """One host-learner step on a batch: gradients, clipping, the optimizer, the device
+        update; (loss, gradient norm)."""
+        if self.session is not None:
+            self.session.replay(inputs)
+        assert self.learner is not None
+        loss = self.learner.compute_gradients(
+            self.network, inputs, labels, self.task.ignore_first, accumulator
+        )
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip))
+        if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+            what = "loss" if not math.isfinite(loss) else "gradient norm"
+            value = loss if what == "loss" else grad_norm
+            raise Diverged(f"the {what} became {value} at step {self.step + 1} (epoch "
+                           f"{self.epoch + 1}); training stopped before that update. Lower "
+                           f"lr (now {self.config.lr:g}) or grad_clip, or check the inputs")
+        if self.session is not None:
+            self.session.before_update()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.constrain()
+        if not all(bool(torch.isfinite(p).all()) for p in self.trainable):
+            raise Diverged(f"the update of step {self.step + 1} (epoch {self.epoch + 1}) "
+                           f"made weights NaN or inf; lower lr (now {self.config.lr:g})")
+        if self.session is not None:
+            self.session.after_update(self.step + 1)
+        return loss, grad_norm
+
+    def _learn_on_device(self, inputs: Tensor, labels: Tensor,
+                         accumulator: PredictionAccumulator) -> float:
+        """The device learns from the batch itself (its own rule, at the scheduled learning
+        rate); returns the batch loss it reports."""
+        assert self.session is not None
+        run = self.session.backend.learn(
+            inputs.detach().cpu().double().numpy(), labels.cpu().numpy(),
+            self.task.ignore_first, self.config.lr * self.lr_factor(self.step),
+        )
+        accumulator.add(torch.from_numpy(run.outputs).to(inputs.dtype))
+        loss = float(run.loss) if run.loss is not None else math.nan
+        if not math.isfinite(loss):
+            raise Diverged(f"the device's loss became {loss} at step {self.step + 1} (epoch "
+                           f"{self.epoch + 1}); lower lr (now {self.config.lr:g})")
+        return loss
 
     def close(self) -> None:
         """Release the device in the loop (stops a device's processes, e.g. Lava's)."""

@@ -358,7 +358,7 @@ BAD_INPUT = [
     (["task_options.num_samples=100000000000"], "memory"),
     (["hidden=[100000000]"], "memory"),
     # Loihi 2: a neuron model it cannot run, bits above 8, float32 integer dynamics
-    (["--backend", "loihi2", "--neuron", "lif"], "cannot run neuron model 'lif'"),
+    (["--backend", "loihi2", "--neuron", "lif", "forward=device"], "cannot run neuron model 'lif'"),
     (["--backend", "loihi2", "--neuron", "loihi_lif", "--dtype", "float64", "--bits", "9"],
      "bits must lie in 1..8"),
     (["--backend", "loihi2://?bits=9", "--neuron", "loihi_lif", "--dtype", "float64"],

@@ -45,6 +45,8 @@ class Capabilities:
         mvm: whether ``mvm`` computes products with the held weights on the device (a crossbar).
         compensation: whether reads and products can apply drift compensation
             (``set_compensation``).
+        learners: learning rules the device runs itself (``learn``; e.g. ``eprop`` on
+            SpiNNaker 2's processing elements).
     """
 
     name: str
@@ -57,6 +59,7 @@ class Capabilities:
     pulses: bool = False
     mvm: bool = False
     compensation: bool = False
+    learners: tuple[str, ...] = ()
 
 
 @dataclass
@@ -74,6 +77,7 @@ class WriteReport:
         write_error: mean |target − read-back| in weight units, right after programming.
         device_seconds: simulated device time the write took (s).
         wall_seconds: host wall-clock time of the call (s).
+        sram_bytes: bytes of device memory the layer's weights take (0 where not modelled).
     """
 
     layer: str
@@ -85,6 +89,7 @@ class WriteReport:
     write_error: float = 0.0
     device_seconds: float = 0.0
     wall_seconds: float = 0.0
+    sram_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,11 +116,13 @@ class NeuronGroup:
 @dataclass
 class DeviceRun:
     """A forward pass on the device, aligned step for step with the host's forward pass:
-    hidden spikes per layer (B, T, N), readout potentials (B, T, K)."""
+    hidden spikes per layer (B, T, N), readout potentials (B, T, K); ``loss`` is the mean
+    loss of the batch where the device learned from it (``learn``)."""
 
     spikes: list[np.ndarray]
     outputs: np.ndarray
     state: dict[str, np.ndarray] = field(default_factory=dict)
+    loss: float | None = None
 
 
 class Backend(ABC):
@@ -218,6 +225,14 @@ class Backend(ABC):
         """Forward pass on the device of the declared network with the weights it holds:
         inputs (B, T, M) → DeviceRun (only where ``capabilities().neurons`` is non-empty)."""
         raise NotImplementedError(f"backend {self.name!r} cannot run networks on the device")
+
+    def learn(self, inputs: np.ndarray, labels: np.ndarray, ignore_first: int,
+              learning_rate: float) -> DeviceRun:
+        """Train the declared network on the device with its own learning rule (only where
+        ``capabilities().learners``): inputs (B, T, M), labels (B,) class indices, the loss
+        over steps from ``ignore_first`` on. Returns the device's forward pass of the batch
+        with its mean loss; afterwards ``read`` gives the weights the device learned."""
+        raise NotImplementedError(f"backend {self.name!r} cannot learn on the device")
 
     def reset(self) -> None:
         """Forget every layer."""
