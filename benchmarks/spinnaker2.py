@@ -155,13 +155,12 @@ def reference_sample(rng: np.random.Generator, steps: int = 100) -> np.ndarray:
 def reference_chip(numeric: str, training: bool, tick_s: float = 1e-3) -> Chip:
     """The 80-120-12 network on 12 PEs with weights of the e-prop reference's scale."""
     chip = Chip(numeric=numeric, tick_s=tick_s)
-    chip.load(EpropConfig(training=training))
+    chip.load(EpropConfig(training=training, weight_format=numeric))
     rng = np.random.default_rng(1)
     for projection, shape in enumerate(((120, 80), (120, 120), (12, 120))):
         weights = rng.normal(0, 1.5 / np.sqrt(shape[1]), shape)
-        stored = encode(weights, "f32" if numeric == "f32" else "s16.15")
-        chip.write_weights(projection, "f32" if numeric == "f32" else "s16.15", 1.0, 0,
-                           weights.size, stored.payload)
+        chip.write_weights(projection, numeric, 1.0, 0, weights.size,
+                           encode(weights, numeric).payload)
     return chip
 
 
@@ -249,20 +248,23 @@ CUE_HIL = {"float (host only)": {}, "spinnaker2 int8, direct": {"backend": "spin
 
 def final_accuracies(settings: dict[str, dict[str, Any]], seeds: int, scratch: Path,
                      **base: Any) -> dict[str, dict[str, Any]]:
-    """Final test accuracy (%) per setting over ``seeds`` seeds, and seconds per run."""
-    results: dict[str, dict[str, Any]] = {}
-    for name, setting in settings.items():
-        finals, seconds = [], []
-        for seed in range(seeds):
-            config = build_config(None, [], seed=seed, **base, **setting)
-            started = time.perf_counter()
-            record = train(config, scratch / f"{name}-{seed}".replace(" ", "_"))
-            seconds.append(time.perf_counter() - started)
-            finals.append(100 * record.epochs[-1].test_accuracy)
-        results[name] = {"final_test_accuracy": finals, "mean": mean(finals),
-                         "std": stdev(finals) if len(finals) > 1 else 0.0,
-                         "seconds_per_run": mean(seconds)}
-    return results
+    """Final test accuracy (%) per setting over ``seeds`` seeds, and seconds per run (runs in
+    fresh folders below ``scratch``)."""
+    return {name: _accuracy(setting, seeds, Path(tempfile.mkdtemp(dir=scratch)), base)
+            for name, setting in settings.items()}
+
+
+def _accuracy(setting: dict[str, Any], seeds: int, folder: Path, base: dict[str, Any]
+              ) -> dict[str, Any]:
+    finals, seconds = [], []
+    for seed in range(seeds):
+        config = build_config(None, [], seed=seed, **base, **setting)
+        started = time.perf_counter()
+        record = train(config, folder / f"seed-{seed}")
+        seconds.append(time.perf_counter() - started)
+        finals.append(100 * record.epochs[-1].test_accuracy)
+    return {"final_test_accuracy": finals, "mean": mean(finals),
+            "std": stdev(finals) if len(finals) > 1 else 0.0, "seconds_per_run": mean(seconds)}
 
 
 def training() -> dict[str, Any]:
@@ -270,7 +272,7 @@ def training() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
         cue_hil = final_accuracies(CUE_HIL, 5, scratch, task="cue", epochs=15)
-        onchip = {"host e-prop (float64 traces)": {"learner": "eprop"},
+        onchip = {"host e-prop (hwloop)": {"learner": "eprop"},
                   "e-prop on the chip (f32)": {"learner": "eprop-onchip",
                                                "backend": "spinnaker2"}}
         cue_onchip = final_accuracies(onchip, 3, scratch, task="cue", neuron="eprop_alif",

@@ -450,16 +450,16 @@ def devices(as_json: bool) -> None:
         click.echo(dumps(listing))
         return
     table = _table("backend", "weights", "bits", "levels", "tile", "products", "drift",
-                   "compensation", "runs on device")
+                   "compensation", "runs on device", "learns on device")
     for caps in listing:
         if caps.get("broken"):
             table.add_row(caps["name"], f"[red]broken:[/red] {caps['broken']}",
-                          *[""] * 7)
+                          *[""] * 8)
             continue
         table.add_row(caps["name"], caps["weight_format"], _fmt(caps["bits"]),
                       _fmt(caps["levels"]), _fmt(caps["tile_size"]), _yes(caps["mvm"]),
                       _yes(caps["time"]), _yes(caps["compensation"]),
-                      ", ".join(caps["neurons"]) or "-")
+                      ", ".join(caps["neurons"]) or "-", ", ".join(caps["learners"]) or "-")
     Console().print(table)
 
 
