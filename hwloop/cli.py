@@ -1,5 +1,5 @@
 """The ``hwloop`` command line: ``train``, ``eval``, ``runs list|show|compare``, ``devices``,
-``device serve``.
+``device serve``, ``export``.
 
 Exit status: 0 success; 1 a run that could not go on (disk full, NaN loss) or an internal
 error; 2 bad input (one line ``error: <what is wrong and how to fix it>`` on stderr, before
@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import hwloop
+from deploy import DESCRIPTIONS as EXPORT_FORMATS
 from hwloop.backends import backend_listing
 from hwloop.config import TrainConfig, build_config, load_config_file
 from hwloop.errors import RunError, UserError
@@ -461,6 +462,38 @@ def devices(as_json: bool) -> None:
                       _yes(caps["time"]), _yes(caps["compensation"]),
                       ", ".join(caps["neurons"]) or "-", ", ".join(caps["learners"]) or "-")
     Console().print(table)
+
+
+EXPORT_HELP = (
+    "Export a trained RUN (a run directory or run.h5) for hardware. Every file records hwloop's "
+    "version, the source run and a checksum that loading verifies; a run trained with a device "
+    "in the loop exports what its device held. Nothing is written on an error.\n\n\b\nFormats:\n"
+    + "\n".join(f"  {name}: {text}" for name, text in EXPORT_FORMATS.items())
+)
+
+
+@main.command("export", context_settings=CONTEXT, help=EXPORT_HELP)
+@click.argument("run", type=click.Path())
+@click.option("--format", "fmt", required=True, type=click.Choice(list(EXPORT_FORMATS)),
+              help="The hardware format (see below).")
+@click.option("--out", required=True, type=click.Path(), help="The file to write.")
+@click.option("--weights", type=click.Choice(("final", "best")), default="final",
+              show_default=True, help="Which of the run's weights.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--weight-format", type=click.Choice(("f32", "s16.15", "int8", "int4")),
+              help="spinnaker2: the weights' format in SRAM (default: the run's, else f32).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def export_command(run: str, fmt: str, out: str, weights: str, overwrite: bool,
+                   weight_format: str | None, as_json: bool) -> None:
+    from deploy import export_run
+
+    options = {} if weight_format is None else {"weight_format": weight_format}
+    if weight_format is not None and fmt != "spinnaker2":
+        raise UserError("--weight-format applies to --format spinnaker2 only")
+    path = export_run(run, fmt, out, weights=weights, overwrite=overwrite, **options)
+    result = {"path": str(path), "format": fmt, "weights": weights, "bytes": path.stat().st_size}
+    click.echo(dumps(result) if as_json else f"wrote {fmt} export of {run} ({weights} weights) "
+               f"to {path} ({result['bytes']:,} B)")
 
 
 DEVICE_SERVERS = ("spinnaker2",)
