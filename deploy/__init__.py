@@ -2,11 +2,8 @@
 
 Each format is one module with a small typed record, a writer and a reader, and a check that
 runs what it wrote. Every export is an HDF5 file with hwloop's header (format, version, source
-run, weights, payload checksum; ``deploy.container``), written atomically.
-
-| format | module | what it holds |
-|---|---|---|
-| ``pcm`` | ``deploy.pcm`` | per layer and tile: G+/G− targets (µS), scale, bits, programming options |
+run, weights, payload checksum; ``deploy.container``), written atomically. ``FORMATS`` maps
+each format to its module, ``DESCRIPTIONS`` says what each holds and how it is verified.
 """
 
 from __future__ import annotations
