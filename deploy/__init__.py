@@ -16,12 +16,16 @@ from hwloop.errors import UserError
 from hwloop.runs import RunRecord, read_run
 
 FORMATS: dict[str, str] = {
+    "netx": "deploy.netx",
     "pcm": "deploy.pcm",
     "spinnaker2": "deploy.spinnaker2",
 }
 """Export format → its module (``export``, ``read``)."""
 
 DESCRIPTIONS = {
+    "netx": "Lava NetX HDF5 for Loihi 2: integer weights and LIF parameters as the loihi2 "
+            "backend holds them; replayed through NetX's weight processing before writing, "
+            "and run bit-exact in the emulator (and lava-dl's NetX where installed)",
     "pcm": "PCM conductance map: G+/G- targets (µS) per 256x256 tile, scale, bits; the pcm "
            "backend programs it and reproduces the run's device predictions",
     "spinnaker2": "SpiNNaker 2 image: per-PE SRAM (weights, neuron state), mapping, router "

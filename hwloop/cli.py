@@ -482,14 +482,20 @@ EXPORT_HELP = (
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--weight-format", type=click.Choice(("f32", "s16.15", "int8", "int4")),
               help="spinnaker2: the weights' format in SRAM (default: the run's, else f32).")
+@click.option("--bits", type=int, help="netx: weight bits of a run not trained on Loihi 2 "
+              "(2..8; default the run's, else 8).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export_command(run: str, fmt: str, out: str, weights: str, overwrite: bool,
-                   weight_format: str | None, as_json: bool) -> None:
+                   weight_format: str | None, bits: int | None, as_json: bool) -> None:
     from deploy import export_run
 
-    options = {} if weight_format is None else {"weight_format": weight_format}
-    if weight_format is not None and fmt != "spinnaker2":
-        raise UserError("--weight-format applies to --format spinnaker2 only")
+    options: dict[str, Any] = {}
+    for name, value, owner in (("weight_format", weight_format, "spinnaker2"),
+                               ("bits", bits, "netx")):
+        if value is not None:
+            if fmt != owner:
+                raise UserError(f"--{name.replace('_', '-')} applies to --format {owner} only")
+            options[name] = value
     path = export_run(run, fmt, out, weights=weights, overwrite=overwrite, **options)
     result = {"path": str(path), "format": fmt, "weights": weights, "bytes": path.stat().st_size}
     click.echo(dumps(result) if as_json else f"wrote {fmt} export of {run} ({weights} weights) "
