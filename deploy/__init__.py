@@ -17,6 +17,7 @@ from hwloop.runs import RunRecord, read_run
 
 FORMATS: dict[str, str] = {
     "netx": "deploy.netx",
+    "nir": "deploy.nir",
     "pcm": "deploy.pcm",
     "spinnaker2": "deploy.spinnaker2",
 }
@@ -26,6 +27,9 @@ DESCRIPTIONS = {
     "netx": "Lava NetX HDF5 for Loihi 2: integer weights and LIF parameters as the loihi2 "
             "backend holds them; replayed through NetX's weight processing before writing, "
             "and run bit-exact in the emulator (and lava-dl's NetX where installed)",
+    "nir": "NIR 1.0.8 graph (LIF/CubaLIF/LI nodes, recurrent edges, dt and the discretisation in "
+           "its metadata; other models as named extension nodes); hwloop import reads it back "
+           "with identical parameters and outputs",
     "pcm": "PCM conductance map: G+/G- targets (µS) per 256x256 tile, scale, bits; the pcm "
            "backend programs it and reproduces the run's device predictions",
     "spinnaker2": "SpiNNaker 2 image: per-PE SRAM (weights, neuron state), mapping, router "

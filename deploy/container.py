@@ -70,9 +70,14 @@ def payload_checksum(group: h5py.Group) -> str:
                               value.item() if isinstance(value, np.generic) else value)
             digest.update(f"attr {path}:{name}={text}\n".encode())
         if isinstance(item, h5py.Dataset):
-            array = np.ascontiguousarray(item[()])
+            array = np.asarray(item[()])
             digest.update(f"data {path} {array.dtype.str} {array.shape}\n".encode())
-            digest.update(array.tobytes())
+            if array.dtype == object:  # variable-length strings: their text, not pointers
+                for value in array.ravel():
+                    text = value if isinstance(value, bytes) else str(value).encode()
+                    digest.update(len(text).to_bytes(8, "little") + text)
+            else:
+                digest.update(np.ascontiguousarray(array).tobytes())
             return
         for name in sorted(item):
             visit(item[name], f"{path}/{name}")

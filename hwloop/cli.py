@@ -1,5 +1,5 @@
 """The ``hwloop`` command line: ``train``, ``eval``, ``runs list|show|compare``, ``devices``,
-``device serve``, ``export``.
+``device serve``, ``export``, ``import``.
 
 Exit status: 0 success; 1 a run that could not go on (disk full, NaN loss) or an internal
 error; 2 bad input (one line ``error: <what is wrong and how to fix it>`` on stderr, before
@@ -484,14 +484,17 @@ EXPORT_HELP = (
               help="spinnaker2: the weights' format in SRAM (default: the run's, else f32).")
 @click.option("--bits", type=int, help="netx: weight bits of a run not trained on Loihi 2 "
               "(2..8; default the run's, else 8).")
+@click.option("--standard-only", is_flag=True, default=None,
+              help="nir: refuse models that need hwloop's extension nodes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def export_command(run: str, fmt: str, out: str, weights: str, overwrite: bool,
-                   weight_format: str | None, bits: int | None, as_json: bool) -> None:
+                   weight_format: str | None, bits: int | None, standard_only: bool | None,
+                   as_json: bool) -> None:
     from deploy import export_run
 
     options: dict[str, Any] = {}
     for name, value, owner in (("weight_format", weight_format, "spinnaker2"),
-                               ("bits", bits, "netx")):
+                               ("bits", bits, "netx"), ("standard_only", standard_only, "nir")):
         if value is not None:
             if fmt != owner:
                 raise UserError(f"--{name.replace('_', '-')} applies to --format {owner} only")
@@ -500,6 +503,21 @@ def export_command(run: str, fmt: str, out: str, weights: str, overwrite: bool,
     result = {"path": str(path), "format": fmt, "weights": weights, "bytes": path.stat().st_size}
     click.echo(dumps(result) if as_json else f"wrote {fmt} export of {run} ({weights} weights) "
                f"to {path} ({result['bytes']:,} B)")
+
+
+@main.command("import", context_settings=CONTEXT)
+@click.argument("file", type=click.Path())
+@click.option("--out", required=True, type=click.Path(),
+              help="The run directory to create (hwloop eval and train --resume use it).")
+@click.option("--overwrite", is_flag=True, help="Replace a run already in --out.")
+def import_command(file: str, out: str, overwrite: bool) -> None:
+    """Import an hwloop NIR export FILE as a run directory: the network with its exported
+    parameters, on the host (backend none), ready for `hwloop eval` and for further training
+    (`hwloop train --out OUT --resume --epochs N`). The file's checksum is verified first."""
+    from deploy.nir import import_run
+
+    path = import_run(file, out, overwrite=overwrite)
+    click.echo(f"imported {file} into {path}")
 
 
 DEVICE_SERVERS = ("spinnaker2",)

@@ -211,3 +211,39 @@ def test_the_cli_exports_refuses_in_one_line_and_never_overwrites(runs: dict[str
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map.h5"]
     help_text = CliRunner().invoke(main, ["export", "--help"]).stdout
     assert "pcm:" in help_text and "spinnaker2:" in help_text
+
+
+def test_the_checksum_reads_variable_length_strings_by_their_text(tmp_path: Path) -> None:
+    from deploy.container import payload_checksum
+
+    path = tmp_path / "strings.h5"
+    with h5py.File(path, "w") as file:
+        file.create_dataset("s", data=np.array(["a", "bc"], dtype=h5py.string_dtype()))
+        written = payload_checksum(file)
+    with h5py.File(path) as file:
+        assert payload_checksum(file) == written  # not the addresses of the strings
+    with h5py.File(path, "r+") as file:
+        file["s"][1] = "bd"
+    with h5py.File(path) as file:
+        assert payload_checksum(file) != written
+
+
+def test_a_nir_import_of_a_run_trained_in_the_loop_holds_what_its_device_held(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    nir_file = tmp_path / "net.nir"
+    result = CliRunner().invoke(main, ["export", str(runs["pcm"]), "--format", "nir", "--out",
+                                       str(nir_file)])
+    assert result.exit_code == 0, result.stderr
+    result = CliRunner().invoke(main, ["import", str(nir_file), "--out", str(tmp_path / "imp")])
+    assert result.exit_code == 0, result.stderr
+    imported = read_run(tmp_path / "imp")
+    assert imported.config["backend"] == "none" and imported.config["scheme"] == "direct"  # type: ignore[index]
+    trained = trained_device(runs["pcm"])
+    for name in trained.shapes:  # noise off: the device's levels, in the float32 network
+        np.testing.assert_allclose(imported.final_weights[name], trained.read(name),  # type: ignore[index]
+                                   rtol=1e-7, atol=0)
+    own = evaluate(runs["pcm"], device_seeds=0).rows[0]
+    assert evaluate(tmp_path / "imp").rows[0].accuracy == own.accuracy
+    result = CliRunner().invoke(main, ["import", str(nir_file), "--out", str(tmp_path / "imp")])
+    assert result.exit_code == 2 and "already holds a run" in result.stderr
