@@ -161,18 +161,17 @@ def netx_layers(record: RunRecord, weights: str = "final", bits: int | None = No
 
 
 def _check_groups(groups: list[NeuronGroup]) -> None:
-    for index, group in enumerate(groups):
-        role, model = ("readout", READOUT_MODEL) if index == len(groups) - 1 else \
-            ("hidden layer", HIDDEN_MODEL)
-        if group.model != model:
-            raise UserError(f"NetX export needs {model} neurons in the {role} {group.layer!r}, "
-                            f"not {group.model!r}; train with --neuron loihi_lif")
-        if group.recurrence not in ("none", "full"):
-            raise UserError(f"NetX export takes recurrence none or full, not "
-                            f"{group.recurrence!r} (layer {group.layer!r})")
-        if group.skip:
-            raise UserError(f"NetX export takes chains only; layer {group.layer!r} has a skip "
-                            "connection (train with skip = false)")
+    """UserError unless Loihi 2 runs the network (its own checks) with LIF hidden neurons, the
+    only ones NetX's CUBA blocks hold."""
+    try:
+        Loihi2Backend().declare_network(groups)
+    except ValueError as error:
+        raise UserError(f"NetX export needs a network Loihi 2 runs: {error}") from None
+    for group in groups[:-1]:
+        if group.model != HIDDEN_MODEL:
+            raise UserError(f"NetX export holds {HIDDEN_MODEL} hidden neurons (CUBA blocks), "
+                            f"not {group.model!r} (layer {group.layer!r}); train with "
+                            f"--neuron {HIDDEN_MODEL}")
 
 
 def _run_bits(config: dict[str, Any]) -> int:
