@@ -285,3 +285,31 @@ def _voltages(network: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
             state, spike = layer.model.step(current, state, spike, layer.coefficients())
             voltages.append(state[1])
     return torch.stack(voltages)
+
+
+@pytest.mark.parametrize("neuron", ["lif", "loihi_lif"])
+def test_snntorchs_public_importer_runs_feed_forward_exports_with_our_spikes(
+        neuron: str, tmp_path: Path) -> None:
+    """snnTorch's ``import_from_nir`` end to end (the public API; its recurrent path is the one
+    the tests above work around): a feed-forward LIF export (Leaky) and a CubaLIF one
+    (Synaptic, weights on Lava's grid) spike exactly as hwloop does on a test input."""
+    import_nir = pytest.importorskip("snntorch.import_nir",
+                                     reason="snntorch (with nirtorch) is not installed")
+    network = rebuild_network(write_network_run(tmp_path / "run", neuron, "none"))
+    layer = network.hidden[0]
+    with torch.no_grad():
+        if neuron == "lif":
+            layer.w_in.mul_(3.0)  # more spikes
+        else:
+            layer.w_in.copy_(torch.round(layer.w_in * 4096) / 4096)
+    model = import_nir.import_from_nir(_hidden_only(nir_export.to_graph(network), layer.size))
+    inputs = (torch.rand(40, 3, network.input_size, generator=torch.Generator().manual_seed(2))
+              < 0.3).to(layer.w_in.dtype)
+    spikes, state = [], None
+    with torch.no_grad():
+        for step in inputs.float():
+            output, state = model(step) if state is None else model(step, state)
+            spikes.append(output)
+        reference = network.trace(inputs.transpose(0, 1))[0].transpose(0, 1)
+    assert float(reference.mean()) > 0.02
+    assert torch.equal(torch.stack(spikes).to(reference.dtype), reference)
