@@ -272,9 +272,11 @@ class SpiNNaker2Backend(Backend):
             self.scales[layer] = _float32(peak / top if peak > 0 else 1.0)
         previous = self.sent.get(layer)
         clipped, wire_bytes = self._write(layer, array)
-        held = self.read(layer)
+        # what the chip now stores: the acknowledged payload (digital memory), so the write
+        # costs no read-back over the link; the session's own read follows anyway
+        held = self._sent_values(layer).reshape(array.shape)
         changed = held.size if previous is None else int(
-            (self._sent_values(layer) != self._sent_values(layer, previous)).sum())
+            (held.ravel() != self._sent_values(layer, previous)).sum())
         return WriteReport(
             layer=layer, cells_programmed=changed, clipped=clipped,
             write_error=float(np.abs(held - array).mean()),
