@@ -1,5 +1,5 @@
 """The ``hwloop`` command line: ``train``, ``eval``, ``runs list|show|compare``, ``devices``,
-``device serve``, ``export``, ``import``.
+``device serve``, ``export``, ``import``, ``study run|show|report``.
 
 Exit status: 0 success; 1 a run that could not go on (disk full, NaN loss) or an internal
 error; 2 bad input (one line ``error: <what is wrong and how to fix it>`` on stderr, before
@@ -8,14 +8,23 @@ any output file is created or changed); 130 / 143 stopped by SIGINT / SIGTERM.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import signal
 import sys
 import time
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 import hwloop
@@ -549,6 +558,199 @@ def serve_command(name: str, port: str, numeric: str, n_pe: int) -> None:
         raise UserError(str(error)) from None
     except OSError as error:
         raise UserError(f"cannot serve {name} on {port!r}: {error.strerror or error}") from None
+
+
+@main.group(context_settings=CONTEXT, invoke_without_command=False)
+def study() -> None:
+    """Robustness studies: grids of trainings and evaluations on Dask (docs/studies.md)."""
+
+
+@study.command("run", context_settings=CONTEXT)
+@click.argument("study_file", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="The study directory (created; a re-run continues it).")
+@click.option("--workers", type=int, help="Worker processes of a local Dask cluster on "
+              "127.0.0.1 [default: the cores this process may use // [study] threads].")
+@click.option("--scheduler", help="Use the Dask cluster of this scheduler (tcp://HOST:PORT) "
+              "instead of a local one.")
+@click.option("--dashboard", is_flag=True, help="Serve the Dask dashboard of the local cluster "
+              "on 127.0.0.1 (needs bokeh) and print its address.")
+@click.option("--dry-run", is_flag=True, help="Validate the study and list its trials; run "
+              "nothing, write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def study_run(study_file: str, overrides: tuple[str, ...], out: str, workers: int | None,
+              scheduler: str | None, dashboard: bool, dry_run: bool, as_json: bool,
+              quiet: bool) -> None:
+    """Run every trial of STUDY_FILE (TOML) into --out; a re-run skips finished trials.
+
+    KEY=VALUE arguments override the file: study.replicates=1, grid.bits=[2,4],
+    evaluate.drift=["0","1d"], or a [base] key such as epochs=3. Exit status 1 when trials
+    failed (their errors are in `hwloop study show`)."""
+    from hwloop.study import StudyStore, check_trials, load_study, open_cluster, run_study
+    from hwloop.study.runner import check_cluster_options
+
+    plan = load_study(study_file, list(overrides))
+    check_cluster_options(workers, scheduler, plan.settings.threads, dashboard)
+    check_trials(plan)
+    store = StudyStore(out, plan)
+    stored = store.check()
+    finished = set(stored.results) if stored is not None else set()
+    todo = [trial for trial in plan.trials if trial.id not in finished]
+    if dry_run:
+        outcome = {"study": plan.settings.name, "out": out, "trials": len(plan.trials),
+                   "points": len(plan.points), "finished": len(finished),
+                   "to_run": [trial.id for trial in todo]}
+        if as_json:
+            click.echo(dumps(outcome))
+            return
+        click.echo(f"study {plan.settings.name}: {len(plan.trials)} trials ({len(plan.points)} "
+                   f"points), {len(finished)} finished, {len(todo)} to run in {out}")
+        for trial in todo:
+            click.echo(f"  {trial.id}")
+        return
+    console = Console(stderr=True)
+    bar_display = Progress(
+        TextColumn("trials"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(), console=console, disable=quiet or as_json,
+    )
+    bar = bar_display.add_task("study", total=len(plan.trials), failed=0)
+    start = time.perf_counter()
+    with stop_on_signals():
+        try:
+            cluster = open_cluster(workers, scheduler, plan.settings.threads, dashboard)
+            try:
+                store.open()
+                try:
+                    if not (quiet or as_json):
+                        layout = cluster.layout
+                        console.print(f"study {plan.settings.name}: {len(todo)} of "
+                                      f"{len(plan.trials)} trials to run on {layout.workers} "
+                                      f"worker(s) ({layout.scheduler}) × "
+                                      f"{layout.torch_threads} torch thread(s) -> {out}")
+                        if layout.dashboard:
+                            console.print(f"dashboard: {layout.dashboard}")
+                    with bar_display:
+                        progress = run_study(plan, store, cluster, on_progress=lambda p: (
+                            bar_display.update(bar, completed=p.skipped + p.done + p.failed,
+                                               failed=p.failed)))
+                finally:
+                    store.close()
+            finally:
+                cluster.close()
+        except KeyboardInterrupt as stop:
+            interrupted = stop if isinstance(stop, Interrupted) else Interrupted(signal.SIGINT)
+            done = len(store.state.results) if store.state is not None else len(finished)
+            interrupted.message = (f"interrupted by {interrupted.signal_name}; {done} of "
+                                   f"{len(plan.trials)} trials are stored in {out}; run the "
+                                   "same command to continue")
+            raise interrupted from None
+    outcome = {"study": plan.settings.name, "out": out, "trials": len(plan.trials),
+               "skipped": progress.skipped, "done": progress.done, "failed": progress.failed,
+               "retried": progress.retried, "seconds": time.perf_counter() - start,
+               "layout": dataclasses.asdict(cluster.layout)}
+    if as_json:
+        click.echo(dumps(outcome))
+    else:
+        click.echo(f"{progress.done} trials done, {progress.skipped} already finished, "
+                   f"{progress.failed} failed ({progress.retried} retries) in "
+                   f"{outcome['seconds']:.1f} s -> {out}; see `hwloop study show {out}` and "
+                   f"`hwloop study report {out}`")
+    if progress.failed:
+        sys.exit(EXIT_FAILED)
+
+
+@study.command("show", context_settings=CONTEXT)
+@click.argument("directory", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print status and summary as JSON.")
+def study_show(directory: str, as_json: bool) -> None:
+    """Status of the study in DIRECTORY and accuracy (mean ± std over replicates)."""
+    from hwloop.study import read_study
+    from hwloop.study.report import headlines, summary
+
+    state = read_study(directory)
+    counts = {status: 0 for status in ("done", "failed", "pending")}
+    for trial_id in state.trial_ids:
+        counts[state.status(trial_id)] += 1
+    rows = summary(state)
+    if as_json:
+        click.echo(dumps({"study": state.plan["settings"], "counts": counts,
+                          "failed": state.failed, "sessions": state.sessions,
+                          "headlines": headlines(state), "summary": rows}))
+        return
+    settings = state.plan["settings"]
+    click.echo(f"study {settings['name']}: {len(state.trial_ids)} trials: {counts['done']} done, "
+               f"{counts['failed']} failed, {counts['pending']} pending")
+    if state.sessions:
+        layout = state.sessions[-1]["layout"]
+        click.echo(f"last run: {layout['workers']} worker(s) ({layout['scheduler']}) × "
+                   f"{layout['torch_threads']} torch thread(s), started "
+                   f"{state.sessions[-1]['started']}")
+    for trial_id, failure in state.failed.items():
+        click.echo(f"failed {trial_id} after {failure['attempts']} attempt(s): "
+                   f"{failure['error']}")
+    for line in headlines(state):
+        click.echo(line)
+    if rows:
+        Console().print(_study_table(state, rows))
+
+
+def _study_table(state: Any, rows: list[dict[str, Any]]) -> Table:
+    """Accuracy per point group (axes without replicate), device and GDC; drift in columns."""
+    axes = [name for name in state.plan["axes"] if name not in ("evaluate.drift",)]
+    drifts = list(dict.fromkeys(row["drift"] for row in
+                                sorted(rows, key=lambda row: row["drift_seconds"])))
+    table = _table(*axes, "device", "gdc", *(f"acc @ {drift}" for drift in drifts))
+    groups: dict[tuple[Any, ...], dict[str, str]] = {}
+    for row in rows:
+        key = (*(dumps(row.get(name)) for name in axes), row["device"], _gdc_text(row["gdc"]))
+        groups.setdefault(key, {})[row["drift"]] = _percent(row["accuracy_mean"],
+                                                            row["accuracy_std"])
+    for key, cells in groups.items():
+        table.add_row(*(str(part).strip('"') for part in key),
+                      *(cells.get(drift, "") for drift in drifts))
+    return table
+
+
+def _gdc_text(gdc: bool | None) -> str:
+    return "-" if gdc is None else ("on" if gdc else "off")
+
+
+def _percent(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{100 * mean:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
+
+
+@study.command("report", context_settings=CONTEXT)
+@click.argument("directory", type=click.Path())
+@click.option("--out", "report_dir", type=click.Path(file_okay=False),
+              help="Where to write the report [default: DIRECTORY/report].")
+@click.option("--open", "open_browser", is_flag=True, help="Open report.html in a browser.")
+@click.option("--json", "as_json", is_flag=True, help="Print the written paths as JSON.")
+def study_report(directory: str, report_dir: str | None, open_browser: bool,
+                 as_json: bool) -> None:
+    """Write CSV tables, plots (PNG, SVG) and one HTML page for the study in DIRECTORY."""
+    import webbrowser
+    from pathlib import Path
+
+    from hwloop.study import read_study
+    from hwloop.study.report import write_report
+
+    state = read_study(directory)
+    target = Path(report_dir) if report_dir is not None else Path(directory) / "report"
+    if target.exists() and not target.is_dir():
+        raise UserError(f"--out {target} is a file; choose a directory")
+    paths = write_report(state, target)
+    html = target / "report.html"
+    if as_json:
+        click.echo(dumps({"report": str(html), "files": [str(path) for path in paths]}))
+    else:
+        click.echo(f"wrote {len(paths)} files to {target}; open {html}")
+    if open_browser:
+        webbrowser.open(html.resolve().as_uri())
 
 
 def _table(*columns: str) -> Table:

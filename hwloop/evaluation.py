@@ -34,7 +34,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from hwloop.atomic import atomic_write
-from hwloop.backends import Backend, open_backend, parse_backend_spec
+from hwloop.backends import Backend, WriteReport, open_backend, parse_backend_spec
 from hwloop.config import TrainConfig, build_config
 from hwloop.errors import RunError, UserError
 from hwloop.jsonout import dumps
@@ -116,6 +116,9 @@ class Evaluation:
     rows: list[EvalRow] = field(default_factory=list)
     seconds: float = 0.0
     chance: float | None = None
+    writes: list[dict[str, Any]] = field(default_factory=list)
+    """One entry per fresh device and layer: what programming it did (``WriteReport``
+    fields ``write_error``, ``cells_programmed``, ``clipped``, ``failures``)."""
 
     def summary(self) -> list[dict[str, Any]]:
         """Per (device kind, drift time, gdc): the number of devices n and the mean and
@@ -137,9 +140,9 @@ class Evaluation:
 
     def to_dict(self) -> dict[str, Any]:
         """Settings, rows and summary as plain values (strict JSON with ``jsonout.dumps``)."""
-        settings = {k: v for k, v in asdict(self).items() if k != "rows"}
+        settings = {k: v for k, v in asdict(self).items() if k not in ("rows", "writes")}
         return {**settings, "rows": [asdict(row) for row in self.rows],
-                "summary": self.summary()}
+                "summary": self.summary(), "writes": self.writes}
 
     def name(self) -> str:
         """A file name that identifies these settings: backend, weights and a digest."""
@@ -162,6 +165,7 @@ def evaluate(
     gdc: str = "on",
     forward: str | None = None,
     split: str = "test",
+    backend_options: dict[str, Any] | None = None,
 ) -> Evaluation:
     """Evaluate a run's weights on the host or on devices (see the module doc).
 
@@ -176,6 +180,8 @@ def evaluate(
         gdc: ``on``, ``off`` or ``both``: evaluate with drift compensation on and/or off.
         forward: ``host`` or ``device`` (products on the device); None: as the run trained.
         split: ``test`` or ``validation``.
+        backend_options: options of the fresh devices, over those of ``backend``'s spec
+            (only with ``backend``).
     """
     start = time.perf_counter()
     record = run if isinstance(run, RunRecord) else read_run(run)
@@ -192,6 +198,8 @@ def evaluate(
                         f"{device_seeds}")
     if bits is not None and not 1 <= bits <= 8:
         raise UserError(f"bits must lie in 1..8, got {bits}")
+    if backend_options and backend is None:
+        raise UserError("backend options need a backend for the fresh devices")
     hil = record.is_hardware_in_the_loop
     spec = backend if backend is not None else (config.backend if hil else "none")
     if spec == "none":
@@ -235,8 +243,12 @@ def evaluate(
                 measure(trained, "trained", None, None)
         for k in range(device_seeds):
             device, backend_seed = _fresh_device(spec, config if backend is None else None, bits,
-                                                 k)
-            _program(device, network, stored, steps)
+                                                 k, backend_options or {})
+            for report in _program(device, network, stored, steps):
+                result.writes.append({
+                    "device_seed": k, "layer": report.layer, "write_error": report.write_error,
+                    "cells_programmed": report.cells_programmed, "clipped": report.clipped,
+                    "failures": report.failures})
             measure(device, "fresh", k, backend_seed)
     result.seconds = time.perf_counter() - start
     return result
@@ -283,10 +295,13 @@ def _check_choice(what: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _fresh_device(
-    spec: str, run_config: TrainConfig | None, bits: int | None, index: int
+    spec: str, run_config: TrainConfig | None, bits: int | None, index: int,
+    extra_options: dict[str, Any],
 ) -> tuple[Backend, int | None]:
-    """Fresh device ``index`` of ``spec`` (the run's options when ``run_config`` is given)."""
+    """Fresh device ``index`` of ``spec`` with ``extra_options`` (the run's options when
+    ``run_config`` is given)."""
     name, options = parse_backend_spec(spec)
+    options |= extra_options
     if run_config is not None:
         options = {**options, **run_config.backend_options}
         options.pop("seed", None)  # the training device's: fresh devices get their own
@@ -304,10 +319,12 @@ def _fresh_device(
 
 def _program(
     device: Backend, network: SpikingNetwork, weights: dict[str, Any], steps: dict[str, Any]
-) -> None:
+) -> list[WriteReport]:
+    reports = []
     for name, parameter in device_layers(network).items():
         device.declare(name, tuple(parameter.shape), step=steps.get(name))
-        device.program(name, np.asarray(weights[name], dtype=np.float64))
+        reports.append(device.program(name, np.asarray(weights[name], dtype=np.float64)))
+    return reports
 
 
 def _measure(
