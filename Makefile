@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(PIP) install -q -c constraints.txt -e '.[dev,bench]'
 	$(PY) -m benchmarks.hypr_scaling
 	$(PY) -m benchmarks.pcm_hil
-	$(PY) -m benchmarks.pcm_robustness
+	$(PY) -m benchmarks.studies
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
