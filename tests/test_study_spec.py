@@ -292,3 +292,13 @@ def test_cli_runs_a_study_and_a_rerun_skips_it(tmp_path: Path) -> None:
     status = json.loads(shown.output)
     assert status["counts"] == {"done": 2, "failed": 0, "pending": 0}
     assert len(status["sessions"]) == 2 and status["sessions"][1]["skipped"] == 2
+
+
+def test_qat_trains_with_the_weight_range_of_its_deployment_device() -> None:
+    study = build_study(small({"training": ["qat"], "bits": [2]}),
+                        ["backend_options.range_factor=1.5", "backend_options.drift_scale=2.0"])
+    (trial, *_) = study.trials
+    assert trial.config["backend"] == "ideal"
+    assert trial.config["backend_options"] == {"range_factor": 1.5}
+    assert trial.evaluations[0].settings["backend_options"] == {"range_factor": 1.5,
+                                                                "drift_scale": 2.0}

@@ -44,6 +44,9 @@ SECTIONS = ("study", "base", "grid", "evaluate")
 TRAINING_KINDS = ("float", "qat", "in-the-loop")
 """float / qat: train on the host (float, or quantization-aware through the ``ideal`` device
 at the point's bits), then program fresh devices; in-the-loop: train through the device."""
+QAT_OPTIONS = ("range_factor", "per_channel")
+"""Options of the point's device that quantization-aware training copies to ``ideal``: the
+same weight range and scale layout as the device it will be deployed to."""
 MAX_REPLICATES = 1000
 MAX_RETRIES = 10
 MAX_TRIALS = 100_000
@@ -428,8 +431,10 @@ def _split_device(
     if training == "qat":
         if config.bits is None:
             raise UserError("training qat needs bits (in [base] or as a grid axis)")
+        quantizer = {key: config.backend_options[key] for key in QAT_OPTIONS
+                     if key in config.backend_options}
         host |= {"backend": "ideal", "bits": config.bits, "scheme": config.scheme,
-                 "threshold": config.threshold}
+                 "threshold": config.threshold, "backend_options": quantizer}
     train_config = TrainConfig(**{**config.to_dict(), **host})
     if not has_device:
         if any(parse_duration(label) for label in settings["drift"]):

@@ -50,6 +50,7 @@ class StudyState:
 
     Attributes:
         directory: the study directory.
+        source, created: the study file it was first run from, and when (ISO 8601, UTC).
         plan: ``Study.plan()`` as stored (document, settings, axes, trials).
         results: figures of finished trials by trial id (``result.json``).
         failed: by trial id: ``{"error": one line, "attempts": n}`` of trials that failed in the
@@ -60,6 +61,8 @@ class StudyState:
 
     directory: Path
     plan: dict[str, Any]
+    source: str = ""
+    created: str = ""
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
     failed: dict[str, dict[str, Any]] = field(default_factory=dict)
     sessions: list[dict[str, Any]] = field(default_factory=list)
@@ -91,7 +94,8 @@ def read_study(directory: str | Path) -> StudyState:
     if stored.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{plan_path} has format version {stored.get('format_version')}; this "
                         f"hwloop reads version {FORMAT_VERSION}")
-    state = StudyState(directory=directory, plan=stored["plan"])
+    state = StudyState(directory=directory, plan=stored["plan"],
+                       source=str(stored.get("source", "")), created=str(stored.get("created", "")))
     for trial_id in state.trial_ids:
         path = directory / TRIALS_FOLDER / trial_id / RESULT_FILE
         if path.is_file():

@@ -73,6 +73,7 @@ def _run(trial: dict[str, Any], threads: int) -> dict[str, Any]:
         "updates": {
             "count": len(record.updates),
             "write_error": [update.write_error for update in record.updates],
+            "cells": [update.cells for update in record.updates],
             "pulses": sum(update.pulses for update in record.updates),
             "failures": sum(update.failures for update in record.updates),
         },
