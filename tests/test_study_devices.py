@@ -52,3 +52,13 @@ def test_trials_on_one_device_never_overlap_on_a_real_cluster() -> None:
     assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
     (start_a, end_a), (start_b, end_b) = free
     assert start_a < end_b and start_b < end_a  # two workers: the unlocked ones overlap
+
+
+def test_the_dashboard_without_bokeh_is_refused_in_one_line(monkeypatch) -> None:
+    from hwloop.errors import UserError
+    from hwloop.study.runner import check_cluster_options
+
+    monkeypatch.setitem(sys.modules, "bokeh", None)  # import bokeh now raises ImportError
+    with pytest.raises(UserError, match=r"--dashboard needs bokeh: pip install 'bokeh>=3.1'"):
+        check_cluster_options(1, None, 1, dashboard=True)
+    check_cluster_options(1, None, 1, dashboard=False)
