@@ -57,22 +57,45 @@ class RunDirectory:
     def acquire(self) -> None:
         """Create the directory (and parents), lock it, remove stale temporary files."""
         self.check()
+        self.created = None
         missing = [p for p in (self.path, *self.path.parents) if not p.exists()]
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise UserError(f"--out {self.path}: cannot create it ({error.strerror})") from None
-        self.created = missing[-1] if missing else None
+        for path in reversed(missing):  # top-down; another process may create some first
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as error:
+                raise UserError(f"--out {self.path}: cannot create it ({error.strerror})") \
+                    from None
+            self.created = self.created or path  # only what this process really created
         handle = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(handle)
             self._forget_created()
-            raise UserError(f"{self.path} is in use by another hwloop process; wait for it to "
-                            "finish or choose another --out") from None
+            raise self._in_use() from None
         self._lock = handle
         remove_stale_temporaries(self.path)
+
+    def check_free(self) -> None:
+        """Refuse (UserError) if another process holds the directory's lock; changes nothing."""
+        if self._lock is not None:  # this process holds it
+            return
+        try:
+            handle = os.open(self.path / LOCK_FILE, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise self._in_use() from None
+        finally:
+            os.close(handle)  # closing releases a lock taken here
+
+    def _in_use(self) -> UserError:
+        return UserError(f"{self.path} is in use by another hwloop process; wait for it to "
+                         "finish or choose another --out")
 
     def release(self, keep: bool = True) -> None:
         """Unlock; with ``keep=False`` also remove the directory if this process created it."""

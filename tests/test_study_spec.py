@@ -302,3 +302,28 @@ def test_qat_trains_with_the_weight_range_of_its_deployment_device() -> None:
     assert trial.config["backend_options"] == {"range_factor": 1.5}
     assert trial.evaluations[0].settings["backend_options"] == {"range_factor": 1.5,
                                                                 "drift_scale": 2.0}
+
+
+def test_losing_the_race_for_a_new_directory_never_deletes_the_winners(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hwloop.rundir import LOCK_FILE, RunDirectory
+
+    target = tmp_path / "new" / "study"
+    winner, loser = RunDirectory(target), RunDirectory(target)
+    original = Path.mkdir
+    raced: list[bool] = []
+
+    def mkdir_after_the_winner(self: Path, *args, **kwargs) -> None:
+        if not raced and self == tmp_path / "new":  # the loser saw nothing, then lost
+            raced.append(True)
+            winner.acquire()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir_after_the_winner)
+    with pytest.raises(UserError, match="in use by another hwloop process"):
+        loser.acquire()
+    assert raced and (target / LOCK_FILE).exists() and winner.created == tmp_path / "new"
+    with pytest.raises(UserError, match="in use by another hwloop process"):
+        loser.check_free()
+    winner.release()
+    loser.check_free()  # free again

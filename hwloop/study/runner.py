@@ -30,7 +30,7 @@ from hwloop.study.store import StudyStore
 from hwloop.study.trial import TrialRunner, run_trial
 from hwloop.threads import available_cores
 
-CONNECT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
 """Seconds to reach a scheduler before the study is refused."""
 WORKER_WAIT = 30.0
 """Seconds to wait for a scheduler's first worker."""

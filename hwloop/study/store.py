@@ -141,6 +141,7 @@ class StudyStore:
                 raise UserError(f"--out {self.directory} is not empty and holds no study; "
                                 "choose a new or empty directory")
             return None
+        self.run_directory.check_free()
         state = read_study(self.directory)
         if state.plan != self.plan:
             difference = _difference(state.plan, self.plan)
