@@ -153,6 +153,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def parse_overrides(texts: list[str]) -> list[tuple[str, Any]]:
+    """``key=value`` texts → (key, value) pairs in order; a key given twice is a UserError."""
+    pairs = [parse_override(text) for text in texts]
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise UserError(f"{key} is given twice among the KEY=VALUE overrides; give it once")
+    return pairs
+
+
 def build_config(
     file_values: Mapping[str, Any] | None = None,
     overrides: list[str] = (),  # type: ignore[assignment]
@@ -164,12 +174,7 @@ def build_config(
     user: dict[str, Any] = {table: {} for table in TABLES}
     for source in (file_values or {}, {k: v for k, v in explicit.items() if v is not None}):
         _merge(user, source)
-    seen: set[str] = set()
-    for text in overrides:
-        key, value = parse_override(text)
-        if key in seen:
-            raise UserError(f"{key} is given twice among the KEY=VALUE overrides; give it once")
-        seen.add(key)
+    for key, value in parse_overrides(overrides):
         table, dot, option = key.partition(".")
         _merge(user, {table: {option: value}} if dot else {key: value})
     chosen = build_options(TrainConfig, user, "config")

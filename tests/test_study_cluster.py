@@ -284,8 +284,7 @@ def test_local_cluster_survives_a_killed_worker_and_a_rerun_skips_everything(
 def test_external_scheduler_survives_a_killed_worker(study_file: Path, tmp_path: Path) -> None:
     from distributed import Client
 
-    if not DASK.is_file():
-        pytest.skip(f"{DASK} (the dask command) is not installed")
+    assert DASK.is_file(), f"{DASK}: the dask command comes with hwloop's dependencies"
     logs, out = tmp_path / "logs", tmp_path / "study"
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"

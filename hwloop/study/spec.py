@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hwloop.backends import parse_backend_spec
-from hwloop.config import TABLES, TrainConfig, config_keys, load_config_file, parse_override
+from hwloop.config import TABLES, TrainConfig, config_keys, load_config_file, parse_overrides
 from hwloop.errors import UserError
 from hwloop.evaluation import GDC_MODES, MAX_DEVICE_SEEDS, SPLITS, WEIGHTS, parse_duration
 from hwloop.jsonout import dumps
@@ -214,17 +214,12 @@ def build_study(
 def _apply_overrides(document: dict[str, Any], overrides: list[str]) -> None:
     """``study.replicates=1``, ``grid.bits=[4]``, ``evaluate.drift=["0"]``,
     ``base.epochs=2`` or plain ``epochs=2`` (a [base] key)."""
-    seen: set[str] = set()
-    for text in overrides:
-        key, value = parse_override(text)
-        if key in seen:
-            raise UserError(f"{key} is given twice among the KEY=VALUE overrides; give it once")
-        seen.add(key)
+    for key, value in parse_overrides(overrides):
         section, dot, rest = key.partition(".")
         if section not in SECTIONS or not dot:
             section, rest = "base", key
         if not rest:
-            raise UserError(f"override {text!r} names no key after {section}.")
+            raise UserError(f"override {key}= names no key after {section}.")
         if section == "grid":
             document["grid"][rest] = value
             continue
