@@ -629,7 +629,8 @@ def study_run(study_file: str, overrides: tuple[str, ...], out: str, workers: in
                         console.print(f"study {plan.settings.name}: {len(todo)} of "
                                       f"{len(plan.trials)} trials to run on {layout.workers} "
                                       f"worker(s) ({layout.scheduler}) × "
-                                      f"{layout.torch_threads} torch thread(s) -> {out}")
+                                      f"{layout.torch_threads} torch thread(s) -> {out}",
+                                      highlight=False)
                         if layout.dashboard:
                             console.print(f"dashboard: {layout.dashboard}")
                     with bar_display:
@@ -721,7 +722,7 @@ def _gdc_text(gdc: bool | None) -> str:
 def _percent(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "-"
-    return f"{100 * mean:.1f}" + ("" if std is None else f" ± {100 * std:.1f}")
+    return f"{100 * mean:.1f}" + ("" if std is None else f"±{100 * std:.1f}")
 
 
 @study.command("report", context_settings=CONTEXT)
