@@ -327,3 +327,31 @@ def test_losing_the_race_for_a_new_directory_never_deletes_the_winners(
         loser.check_free()
     winner.release()
     loser.check_free()  # free again
+
+
+def test_a_full_disk_stops_the_study_in_one_line_and_keeps_what_finished(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from hwloop.errors import RunError
+    from hwloop.study import store as store_module
+
+    study = build_study(small({"training": ["in-the-loop"], "bits": [4]}))
+    store = StudyStore(tmp_path / "s", study)
+    store.open()
+    first_id, first = _trial_result(study, 0)
+    store.save_done(first_id, first, attempts=1)
+    second_id, second = _trial_result(study, 1)
+
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store_module, "_write_durably", full)
+    with pytest.raises(RunError) as caught:
+        store.save_done(second_id, second, attempts=1)
+    store.close()
+    message = str(caught.value)
+    assert f"cannot store trial {second_id}" in message and "No space left" in message
+    assert "its 1 finished trials are kept" in message and "\n" not in message
+    assert sorted(p.name for p in (tmp_path / "s" / "trials").iterdir()) == [first_id]
+    assert set(read_study(tmp_path / "s").results) == {first_id}

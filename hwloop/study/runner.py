@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
-from hwloop.errors import UserError
+from hwloop.errors import RunError, UserError
 from hwloop.runs import now_iso
 from hwloop.study.spec import Study
 from hwloop.study.store import StudyStore
@@ -237,6 +237,14 @@ def run_study(
     futures = {submit(trial_id): trial_id for trial_id in trials}
     queue = as_completed(list(futures), loop=cluster.client.loop)
     started = time.monotonic()
+
+    def close_session() -> None:
+        for future in futures:
+            future.cancel()
+        store.update_session(session, finished=now_iso(), done=progress.done,
+                             failed=progress.failed, retried=progress.retried,
+                             seconds=time.monotonic() - started)
+
     try:
         for future in queue:
             trial_id = futures.pop(future)
@@ -259,12 +267,11 @@ def run_study(
             progress.last = trial_id
             if on_progress is not None:
                 on_progress(progress)
-    finally:
-        for future in futures:
-            future.cancel()
-        store.update_session(session, finished=now_iso(), done=progress.done,
-                             failed=progress.failed, retried=progress.retried,
-                             seconds=time.monotonic() - started)
+    except BaseException:
+        with contextlib.suppress(RunError):  # a full disk: the first error says it
+            close_session()
+        raise
+    close_session()
     return progress
 
 

@@ -183,21 +183,20 @@ class StudyStore:
         place = self.directory / TRIALS_FOLDER / trial_id
         temporary = place.with_name(f".{trial_id}{TEMPORARY_MARK}{secrets.token_hex(4)}")
         metrics = {**result["metrics"], "status": "done", "attempts": attempts}
+        files = {**result["files"], RESULT_FILE: (dumps(metrics, indent=1) + "\n").encode()}
         try:
-            for relative, data in result["files"].items():
+            for relative, data in files.items():
                 if Path(relative).is_absolute() or ".." in Path(relative).parts:
                     raise RunError(f"trial {trial_id} returned a file outside its folder")
-                target = temporary / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(target, data)
-            temporary.mkdir(parents=True, exist_ok=True)
-            atomic_write(temporary / RESULT_FILE, (dumps(metrics, indent=1) + "\n").encode())
+                _write_durably(temporary / relative, data)
             if place.exists():  # a folder without result.json (damaged): replaced
                 shutil.rmtree(place)
             os.replace(temporary, place)
         except OSError as error:
-            raise RunError(f"cannot store trial {trial_id} in {place} ({error.strerror})") \
-                from None
+            raise RunError(f"cannot store trial {trial_id} in {self.directory} "
+                           f"({error.strerror or error}); its {len(self.state.results)} finished "
+                           "trials are kept: free some space (or fix the cause) and run the "
+                           "same command to continue") from None
         finally:
             if temporary.exists():
                 shutil.rmtree(temporary, ignore_errors=True)
@@ -229,6 +228,15 @@ class StudyStore:
                  "done": sorted(self.state.results), "failed": self.state.failed,
                  "sessions": self.state.sessions}
         atomic_write(self.directory / INDEX_FILE, (dumps(index, indent=1) + "\n").encode())
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to the new file ``path`` (parents created) and flush it to the disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _read_json(path: Path) -> Any:
