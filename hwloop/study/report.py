@@ -529,7 +529,11 @@ allow it); the caller saves and closes the figure."""
 DODGE = 0.05
 """Horizontal offset between lines at the same drift time (in category widths)."""
 LEGEND_COLUMN = 3.7
-"""Inches a legend column of the longest labels takes."""
+"""Inches a legend column takes at least."""
+LEGEND_HANDLE = 0.6
+"""Inches a legend entry takes besides its text (the line marker and the gaps)."""
+LEGEND_CHARACTER = 0.065
+"""Inches per character of a legend label at the "small" font size (a generous average)."""
 
 
 def _series(entries: list[dict[str, Any]], state: StudyState
@@ -795,9 +799,12 @@ def _draw_chance(axis: Axes, state: StudyState) -> None:
 
 def _legend_below(figure: Figure, handles_labels: tuple[list[Any], list[str]]) -> None:
     """One legend for the figure, under the panels (it never covers data), with as many
-    columns as fit the figure's width (``LEGEND_COLUMN`` inches each, at most 3)."""
+    columns as fit the figure's width (a column is as wide as the longest label, at least
+    ``LEGEND_COLUMN`` inches; at most 3 columns)."""
     handles, labels = handles_labels
-    columns = max(1, min(3, int(figure.get_figwidth() // LEGEND_COLUMN)))
+    longest = max((len(label) for label in labels), default=0)
+    width = max(LEGEND_COLUMN, LEGEND_HANDLE + LEGEND_CHARACTER * longest)
+    columns = max(1, min(3, int(figure.get_figwidth() // width)))
     figure.legend(handles, labels, loc="outside lower center", ncols=columns, frameon=False,
                   fontsize="small")
 
