@@ -111,7 +111,7 @@ class Point:
 
 
 @dataclass
-class Evaluation:
+class PlannedEvaluation:
     """One ``hwloop.evaluate`` call of a trial and the points it measures."""
 
     settings: dict[str, Any]
@@ -137,7 +137,7 @@ class Trial:
     training: str
     config: dict[str, Any]
     key: dict[str, Any]
-    evaluations: list[Evaluation]
+    evaluations: list[PlannedEvaluation]
     device_lock: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -455,7 +455,7 @@ def _add_point(trial: Trial, settings: dict[str, Any], within: dict[str, Any],
             evaluation.settings["drift"] += settings["drift"]
             evaluation.points.append(point)
             return
-    trial.evaluations.append(Evaluation(settings=settings, points=[point]))
+    trial.evaluations.append(PlannedEvaluation(settings=settings, points=[point]))
 
 
 def _device_lock(config: TrainConfig, eval_settings: Mapping[str, Any]) -> str | None:
