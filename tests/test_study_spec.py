@@ -190,8 +190,13 @@ def test_store_drops_half_written_and_damaged_trials(tmp_path: Path) -> None:
 
 
 def test_a_trial_result_depends_only_on_its_plan() -> None:
+    import torch
+
     study = build_study(small({"training": ["qat"], "bits": [3]}, study={"replicates": 1}))
-    _, first = _trial_result(study)
+    torch.set_num_threads(2)
+    _, first = _trial_result(study)  # runs with [study] threads = 1 ...
+    assert first["metrics"]["torch_threads"] == 1
+    assert torch.get_num_threads() == 2  # ... and gives the caller's count back
     _, second = _trial_result(study)
     assert figures_of(first["metrics"]) == figures_of(second["metrics"])
     evaluation = first["metrics"]["evaluations"][0]

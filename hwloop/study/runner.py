@@ -161,13 +161,14 @@ def _remote_layout(client: Any, scheduler: str, threads: int) -> ThreadLayout:
     except TimeoutError:
         raise UserError(f"the Dask scheduler at {scheduler} has no workers; start some with "
                         f"`dask worker {scheduler} --nthreads 1`") from None
-    info = client.scheduler_info(n_workers=-1)["workers"]
-    cores = client.run(available_cores)
+    cores = client.run(available_cores)  # by worker address
+    info = {address: worker for address, worker
+            in client.scheduler_info(n_workers=-1)["workers"].items() if address in cores}
     hosts: dict[str, dict[str, int]] = {}
     for address, worker in info.items():
-        host = hosts.setdefault(worker["host"], {"cores": cores.get(address, 0), "workers": 0,
+        host = hosts.setdefault(worker["host"], {"cores": cores[address], "workers": 0,
                                                  "dask_threads": 0})
-        host["cores"] = min(host["cores"], cores.get(address, host["cores"])) or host["cores"]
+        host["cores"] = min(host["cores"], cores[address])  # the most constrained worker
         host["workers"] += 1
         host["dask_threads"] += worker["nthreads"]
     for name, host in hosts.items():
